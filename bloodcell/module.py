@@ -1,0 +1,206 @@
+"""The LightningModule: normalise on device → timm classifier → loss → torchmetrics.
+
+Everything evaluation needs (class names, image size, normalisation, model config) is saved in
+the checkpoint's hyper-parameters and under `checkpoint["bloodcell"]`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.optim import check_optimizer_name, warmup_cosine
+
+CHECKPOINT_FORMAT = 1
+TRUSTED_TARGET_PREFIXES = ("bloodcell.",)
+
+
+def to_plain(cfg: Any) -> Any:
+    """OmegaConf → plain dicts/lists (checkpoints must hold only primitives to load with weights_only=True)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def build_model_from_cfg(model_cfg: dict, num_classes: int, **overrides: Any) -> torch.nn.Module:
+    """Instantiate a model config; only bloodcell factories may be named (checkpoints can be untrusted)."""
+    target = str(model_cfg.get("_target_", ""))
+    if not target.startswith(TRUSTED_TARGET_PREFIXES):
+        raise CheckpointError(f"model._target_={target!r} is not a bloodcell model factory; refusing to instantiate it.")
+    return instantiate({**model_cfg, **overrides}, num_classes=num_classes, _convert_="all")
+
+
+def make_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """acc = micro accuracy; bal_acc = mean per-class recall (balanced accuracy); f1 = macro F1."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "bal_acc": MulticlassAccuracy(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class BloodCellModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict,
+        optim: dict,
+        classes: list[str],
+        image_size: int,
+        loss: dict | None = None,
+        mix: dict | None = None,
+        class_weights: list[float] | None = None,
+        data: dict | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        model, optim, loss, mix, data = (to_plain(c) for c in (model, optim, loss, mix, data))
+        self.save_hyperparameters(
+            {"model": model, "optim": optim, "classes": list(classes), "image_size": int(image_size), "loss": loss or {},
+             "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last}
+        )
+        self.classes = list(classes)
+        self.model = build_model_from_cfg(model, len(self.classes))
+        self.register_buffer("mean", torch.tensor(self.model.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(self.model.std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.label_smoothing = float((loss or {}).get("label_smoothing", 0.0))
+        self.mixer = self._build_mixer(mix or {})
+        n = len(self.classes)
+        self.train_metrics = make_metrics(n, "train/")
+        self.val_metrics = make_metrics(n, "val/")
+        self.test_metrics = make_metrics(n, "test/")
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _build_mixer(self, mix: dict):
+        """timm Mixup (CutMix/MixUp with soft, smoothed targets) when mix.enabled."""
+        if not mix.get("enabled", False):
+            return None
+        from timm.data import Mixup
+
+        return Mixup(
+            mixup_alpha=float(mix.get("mixup_alpha", 0.8)),
+            cutmix_alpha=float(mix.get("cutmix_alpha", 1.0)),
+            prob=float(mix.get("prob", 1.0)),
+            switch_prob=float(mix.get("switch_prob", 0.5)),
+            mode=str(mix.get("mode", "batch")),
+            label_smoothing=float(mix.get("label_smoothing", 0.1)),
+            num_classes=len(self.classes),
+        )
+
+    def mixing_active(self) -> bool:
+        """Mixing runs except during the last `mix.off_last_epochs` epochs (clean fine-tuning at the end)."""
+        if self.mixer is None:
+            return False
+        off = int(self.hparams.mix.get("off_last_epochs", 0))
+        max_epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else None
+        return not (off and max_epochs is not None and max_epochs > 0 and self.current_epoch >= max_epochs - off)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW (0–255) → float normalised with the backbone's own mean/std."""
+        x = (x.float() - self.mean) / self.std
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a uint8 (raw pixels) or already-normalised float batch."""
+        if x.dtype == torch.uint8:
+            x = self.preprocess(x)
+        return self.model(x)
+
+    def loss_fn(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 2:  # soft targets from mixing (already smoothed by Mixup)
+            logp = F.log_softmax(logits, dim=-1)
+            if self.class_weights is not None:
+                logp = logp * self.class_weights
+            return -(target * logp).sum(dim=-1).mean()
+        return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing)
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        x = self.preprocess(x)
+        target = y
+        if self.mixing_active() and x.shape[0] % 2 == 0:
+            x, target = self.mixer(x, y)
+        logits = self.model(x)
+        loss = self.loss_fn(logits, target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        if target.ndim == 1:
+            self.train_metrics.update(logits.detach(), y)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.train_metrics["acc"].update_count:
+            self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def _eval_step(self, batch, metrics: MetricCollection, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0], sync_dist=True)
+        metrics.update(logits, y)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(dim=-1)
+
+    # -- optimisation ---------------------------------------------------------------------
+    def optimizer_params(self):
+        """What the optimizer factory receives: the model (timm then skips decay on bias/norm)."""
+        return self.model
+
+    def configure_optimizers(self):
+        optim = self.hparams.optim
+        opt_cfg = dict(optim.get("optimizer", {}))
+        if "opt" not in opt_cfg:
+            raise ConfigError("optim.optimizer.opt is missing; choose a config from conf/optim/ (adam, adamw, sgd, lion).")
+        check_optimizer_name(str(opt_cfg["opt"]))
+        optimizer = instantiate(opt_cfg, _partial_=True, _convert_="all")(self.optimizer_params())
+        sched = dict(optim.get("scheduler") or {})
+        if not sched or sched.get("name", "warmup_cosine") in (None, "none"):
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        max_epochs = max(1, int(self.trainer.max_epochs or 1))
+        warmup = int(round(float(sched.get("warmup_epochs", 0)) * total / max_epochs))
+        scheduler = warmup_cosine(optimizer, total, warmup, float(sched.get("min_lr_ratio", 0.01)), float(sched.get("warmup_start_ratio", 0.01)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoint -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bloodcell"] = {
+            "format": CHECKPOINT_FORMAT,
+            "classes": self.classes,
+            "image_size": int(self.hparams.image_size),
+            "mean": list(self.model.mean),
+            "std": list(self.model.std),
+            "model": self.hparams.model,
+            "data": self.hparams.data,
+        }

@@ -1,0 +1,142 @@
+"""Training entry: compose → datamodule, module, callbacks, loggers, trainer → fit → test → evaluate."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bloodcell.augment import build_transform
+from bloodcell.data.datamodule import BloodCellDataModule
+from bloodcell.errors import BloodcellError, ConfigError
+from bloodcell.evaluation.report import write_json
+from bloodcell.module import BloodCellModule, to_plain
+
+log = logging.getLogger(__name__)
+
+PATH_KEYS = ("root", "path", "cache_dir")
+
+
+def portable_data_cfg(data_cfg: Any) -> dict:
+    """Resolved data config with absolute paths, stored in checkpoints so evaluation finds the same data."""
+    cfg = to_plain(data_cfg)
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (str(Path(v).expanduser().resolve()) if k in PATH_KEYS and isinstance(v, str) else fix(v)) for k, v in node.items()}
+        return node
+
+    return fix(cfg)
+
+
+def build_datamodule(cfg: DictConfig) -> BloodCellDataModule:
+    """The one data path: data config + augment op list (seeded) → BloodCellDataModule."""
+    augment = cfg.get("augment") or {}
+    train_tf = build_transform(augment.get("train"), seed=cfg.get("seed"))
+    return instantiate(cfg.data, train_transform=train_tf, seed=cfg.get("seed") or 0, _convert_="all")
+
+
+def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
+    weights = dm.class_weights
+    return BloodCellModule(
+        model=cfg.model,
+        optim=cfg.optim,
+        classes=dm.classes,
+        image_size=dm.image_size,
+        loss=cfg.get("loss"),
+        mix=cfg.get("mix"),
+        class_weights=weights.tolist() if weights is not None else None,
+        data=portable_data_cfg(cfg.data),
+        channels_last=bool(cfg.get("channels_last", False)),
+    )
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Callbacks/loggers: every entry with a _target_, in order; null entries switch one off."""
+    if not group:
+        return []
+    return [instantiate(v) for v in group.values() if v is not None and "_target_" in v]
+
+
+def guard_output_dir(output_dir: Path, resuming: bool) -> None:
+    """Never overwrite checkpoints of an earlier run in the same folder unless resuming it."""
+    ckpt_dir = output_dir / "checkpoints"
+    if not resuming and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
+        raise BloodcellError(
+            f"{ckpt_dir} already holds checkpoints; refusing to overwrite them. Resume with ckpt_path=last, "
+            "or choose another hydra.run.dir."
+        )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise BloodcellError(f"ckpt_path=last: {last} does not exist; give hydra.run.dir=<the run folder to resume> or a .ckpt path.")
+        return str(last)
+    if not Path(ckpt_path).is_file():
+        raise BloodcellError(f"ckpt_path={ckpt_path}: no such checkpoint file.")
+    return ckpt_path
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, test and evaluate one configuration; returns cfg.optimized_metric (for sweepers)."""
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    guard_output_dir(output_dir, resuming=ckpt_path is not None)
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+
+    t0 = time.perf_counter()
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    log.info("data: %s, cache %s\n%s", dm.source, dm.cache_folder, dm.counts_table())
+    module = build_module(cfg, dm)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log.info("data ready in %.1fs; training %s", time.perf_counter() - t0, cfg.model.get("backbone", cfg.model.get("_target_")))
+
+    t_fit = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    fit_seconds = time.perf_counter() - t_fit
+    epochs = max(1, trainer.current_epoch)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = best or (str(output_dir / "checkpoints" / "last.ckpt") if (output_dir / "checkpoints" / "last.ckpt").is_file() else "")
+    if trainer.fast_dev_run and not best:  # fast_dev_run saves nothing: save the weights for the evaluation step
+        best = str(output_dir / "checkpoints" / "fast_dev_run.ckpt")
+        trainer.save_checkpoint(best)
+    summary: dict[str, Any] = {
+        "best_checkpoint": best,
+        "best_score": float(trainer.checkpoint_callback.best_model_score) if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
+        "monitor": cfg.get("optimized_metric"),
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 2),
+        "seconds_per_epoch": round(fit_seconds / epochs, 2),
+        "train_images": len(dm.splits["train"]),
+    }
+    if cfg.get("test") and len(dm.splits["test"]):
+        test_results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
+        metrics.update({k: float(v) for k, v in (test_results[0] if test_results else {}).items()})
+    if cfg.get("evaluate") and best and len(dm.splits["test"]):
+        from bloodcell.evaluation.runner import evaluate_checkpoint
+
+        evaluate_checkpoint(best, None, "test", output_dir / "eval", device="auto", loader_overrides={"num_workers": 0})
+        summary["evaluation"] = str(output_dir / "eval" / "metrics.json")
+    summary["metrics"] = metrics
+    write_json(summary, output_dir / "summary.json")
+    log.info("summary: %s", json.dumps(summary, indent=1))
+    metric_name = cfg.get("optimized_metric")
+    if metric_name and metric_name not in metrics:
+        raise ConfigError(f"optimized_metric={metric_name!r} was not logged; logged: {sorted(metrics)}.")
+    return metrics.get(metric_name) if metric_name else None
