@@ -16,7 +16,7 @@ import bloodcell  # noqa: E402,F401  (registers resolvers)
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 SAMPLE = ROOT / "data" / "sample"
-PBC128 = ROOT.parent / "shared" / "data" / "pbc128"
+PBC128 = Path(os.environ.get("BLOODCELL_PBC128", ROOT.parent / "shared" / "data" / "pbc128"))
 
 # Quiet, fast defaults for tests: no rich bar, no workers, CPU.
 FAST = [

@@ -74,3 +74,15 @@ def test_cli_user_error_is_one_line(tmp_path):
     assert res.returncode == 2
     assert "error: data.root=" in res.stderr and "does not exist" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_average_probs_weighted():
+    import numpy as np
+
+    from bloodcell.evaluation.metrics import average_probs
+
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    np.testing.assert_allclose(average_probs([a, b]), [[0.5, 0.5]])
+    np.testing.assert_allclose(average_probs([a, b], [3, 1]), [[0.75, 0.25]])
+    with pytest.raises(ValueError):
+        average_probs([a, b], [1])

@@ -45,3 +45,17 @@ def classification_metrics(probs, labels, classes: list[str]) -> dict:
     out = metrics_from_confusion(cm, classes)
     out["confusion_matrix"] = cm.tolist()
     return out
+
+
+def average_probs(probs: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
+    """Ensemble: weighted mean of per-model N×K probabilities (weights normalised to sum 1)."""
+    if not probs:
+        raise ValueError("average_probs needs at least one probability array")
+    shapes = {p.shape for p in probs}
+    if len(shapes) != 1:
+        raise ValueError(f"ensemble members disagree on shape: {sorted(shapes)}")
+    w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(w) != len(probs) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"ensemble weights {list(w)} must be {len(probs)} non-negative numbers with a positive sum")
+    w = w / w.sum()
+    return np.tensordot(w, np.stack([np.asarray(p, dtype=np.float64) for p in probs]), axes=1)
