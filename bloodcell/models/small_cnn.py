@@ -7,7 +7,7 @@ from torch import nn
 
 
 class SmallCNN(nn.Module):
-    """Four conv–BN–ReLU–pool blocks and global average pooling.
+    """Four conv–BN–ReLU–maxpool blocks and global average pooling (~0.14 GFLOPs at 96 px).
 
     Follows timm's conventions (`num_features`, `num_classes=0` → pooled features,
     `pretrained_cfg` with mean/std, `feature_info`) so the same head/freeze code serves it.
@@ -22,9 +22,6 @@ class SmallCNN(nn.Module):
             blocks.append(
                 nn.Sequential(
                     nn.Conv2d(prev, ch, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(ch),
-                    nn.ReLU(inplace=True),
-                    nn.Conv2d(ch, ch, 3, padding=1, bias=False),
                     nn.BatchNorm2d(ch),
                     nn.ReLU(inplace=True),
                     nn.MaxPool2d(2),
