@@ -80,11 +80,10 @@ def mix_chains(original: np.ndarray, chains: Sequence[np.ndarray], weights: np.n
     With wᵢ ≥ 0, Σwᵢ = 1 and m ∈ [0, 1] every pixel is a convex combination of the inputs, so it stays
     within their per-pixel min/max (rounding cannot leave an integer interval).
     """
-    mixed = np.zeros(original.shape, dtype=np.float32)
+    acc = original.astype(np.float32) * np.float32(1.0 - m)
     for w, chain in zip(weights, chains):
-        mixed += np.float32(w) * chain
-    out = np.float32(1.0 - m) * original + np.float32(m) * mixed
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        acc = cv2.scaleAdd(chain.astype(np.float32), float(m * w), acc)
+    return cv2.convertScaleAbs(acc)  # round half to even + saturate to uint8 (acc ≥ 0)
 
 
 class AugMix(_LevelSampler, A.ImageOnlyTransform):
@@ -144,11 +143,13 @@ class StainJitter(A.ImageOnlyTransform):
         rng = self.random_generator
         a = rng.uniform(1.0 - self.alpha, 1.0 + self.alpha, size=3).astype(np.float32)
         b = rng.uniform(-self.beta, self.beta, size=3).astype(np.float32)
-        od = _OD_TABLE[img.reshape(-1, 3)]
-        stains = od @ HED_FROM_RGB
-        od = (stains * a + b) @ RGB_FROM_HED
-        out = 256.0 * np.exp(-np.maximum(od, 0.0)) - 1.0
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(img.shape)
+        # OD → stains → scale/shift → OD collapses to one affine map on optical density: od·M + t
+        matrix = (HED_FROM_RGB * a) @ RGB_FROM_HED
+        offset = b @ RGB_FROM_HED
+        od = cv2.LUT(img, _OD_TABLE)
+        od = cv2.transform(od, np.hstack([matrix.T, offset[:, None]]).astype(np.float32))
+        out = cv2.exp(-np.maximum(od, 0.0, out=od))
+        return cv2.convertScaleAbs(out, alpha=256.0, beta=-1.0)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("alpha", "beta")
