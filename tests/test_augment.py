@@ -179,3 +179,19 @@ def test_preview_writes_grid_and_refuses_overwrite(tmp_path, cache_dir, monkeypa
     assert info["augment"] == "pipeline" and len(info["images"]) == 8
     with pytest.raises(SystemExit):
         main(["augment=pipeline", "--out", str(tmp_path / "p")])
+
+
+def test_shifted_split_is_seeded_foldered_and_never_overwritten(tmp_path):
+    from bloodcell.augment.shift import shift_spec, write_shifted_split
+    from bloodcell.data.classes import CLASS_NAMES
+    from bloodcell.errors import BloodcellError
+
+    images, labels = np.stack(IMAGES[:4]), np.array([0, 0, 7, 7])
+    a = write_shifted_split(images, labels, list(CLASS_NAMES), tmp_path / "a", shift_spec("k", "test", 1))
+    b = write_shifted_split(images, labels, list(CLASS_NAMES), tmp_path / "b", shift_spec("k", "test", 1))
+    files = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert [str(f.parent) for f in files] == ["basophil", "basophil", "platelet", "platelet"]
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)  # same seed, same pixels
+    assert write_shifted_split(images, labels, list(CLASS_NAMES), a, shift_spec("k", "test", 1)) == a  # reused
+    with pytest.raises(BloodcellError, match="refusing to overwrite"):
+        write_shifted_split(images, labels, list(CLASS_NAMES), a, shift_spec("k", "test", 2))
