@@ -61,6 +61,7 @@ class BloodCellModule(L.LightningModule):
         class_weights: list[float] | None = None,
         data: dict | None = None,
         channels_last: bool = False,
+        jsd: dict | None = None,
     ) -> None:
         super().__init__()
         model, optim, loss, mix, data = (to_plain(c) for c in (model, optim, loss, mix, data))
@@ -76,6 +77,7 @@ class BloodCellModule(L.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         self.label_smoothing = float((loss or {}).get("label_smoothing", 0.0))
         self.mixer = self._build_mixer(mix or {})
+        self.jsd_loss = self._build_jsd(jsd, weights)
         n = len(self.classes)
         self.train_metrics = make_metrics(n, "train/")
         self.val_metrics = make_metrics(n, "val/")
@@ -99,6 +101,21 @@ class BloodCellModule(L.LightningModule):
             label_smoothing=float(mix.get("label_smoothing", 0.1)),
             num_classes=len(self.classes),
         )
+
+    def _build_jsd(self, jsd: dict | None, class_weights: torch.Tensor | None):
+        """timm JsdCrossEntropy (AugMix consistency) when the augment config's jsd is enabled.
+
+        Batches then carry (clean, aug, aug) views stacked along channels (see augment.JsdViews).
+        """
+        if not jsd:
+            return None
+        if self.mixer is not None:
+            raise ConfigError("augment.jsd.enabled=true cannot be combined with mix.enabled=true (timm's JSD loss needs hard labels); switch one off.")
+        if class_weights is not None:
+            raise ConfigError("augment.jsd.enabled=true does not support data.balance=class_weights; use data.balance=oversample or none.")
+        from timm.loss import JsdCrossEntropy
+
+        return JsdCrossEntropy(num_splits=3, alpha=float(jsd.get("alpha", 12)), smoothing=self.label_smoothing)
 
     def mixing_active(self) -> bool:
         """Mixing runs except during the last `mix.off_last_epochs` epochs (clean fine-tuning at the end)."""
@@ -132,12 +149,18 @@ class BloodCellModule(L.LightningModule):
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if self.jsd_loss is not None:  # (clean, aug, aug) stacked on channels → one 3N batch
+            x = torch.cat(x.split(3, dim=1))
         x = self.preprocess(x)
         target = y
         if self.mixing_active() and x.shape[0] % 2 == 0:
             x, target = self.mixer(x, y)
         logits = self.model(x)
-        loss = self.loss_fn(logits, target)
+        if self.jsd_loss is not None:
+            loss = self.jsd_loss(logits, y)
+            logits = logits[: y.shape[0]]  # metrics on the clean view
+        else:
+            loss = self.loss_fn(logits, target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
         if target.ndim == 1:
             self.train_metrics.update(logits.detach(), y)

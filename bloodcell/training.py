@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bloodcell.augment import build_transform
+from bloodcell.augment import build_train_transform, jsd_settings
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.errors import BloodcellError, ConfigError
 from bloodcell.evaluation.report import write_json
@@ -37,7 +37,7 @@ def portable_data_cfg(data_cfg: Any) -> dict:
 def build_datamodule(cfg: DictConfig) -> BloodCellDataModule:
     """The one data path: data config + augment op list (seeded) → BloodCellDataModule."""
     augment = cfg.get("augment") or {}
-    train_tf = build_transform(augment.get("train"), seed=cfg.get("seed"))
+    train_tf = build_train_transform(augment, seed=cfg.get("seed"))
     return instantiate(cfg.data, train_transform=train_tf, seed=cfg.get("seed") or 0, _convert_="all")
 
 
@@ -53,6 +53,7 @@ def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
         class_weights=weights.tolist() if weights is not None else None,
         data=portable_data_cfg(cfg.data),
         channels_last=bool(cfg.get("channels_last", False)),
+        jsd=jsd_settings(cfg.get("augment")),
     )
 
 

@@ -71,6 +71,8 @@ class BloodCellDataModule(L.LightningDataModule):
         train_transform: Callable | None = None,
         eval_transform: Callable | None = None,
         seed: int = 0,
+        copies: int = 0,
+        copies_mixed: bool = False,
         **source_keys: object,
     ) -> None:
         # source_keys: user-facing copies of source options (data.root, data.path, data.size, ...)
@@ -102,6 +104,8 @@ class BloodCellDataModule(L.LightningDataModule):
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.seed = seed
+        self.copies = int(copies or 0)
+        self.copies_mixed = bool(copies_mixed)
         self.classes: list[str] = list(CLASS_NAMES)
         self.cache_folder: Path | None = None
         self.meta: dict = {}
@@ -184,8 +188,17 @@ class BloodCellDataModule(L.LightningDataModule):
             worker_init_fn=seed_worker_transform,
         )
 
+    def offline_copies_dataset(self) -> CachedImageDataset:
+        """data.copies=N: originals + N cached augmented copies, read without further augmentation."""
+        from bloodcell.data.copies import build_copies
+
+        arr = self.splits["train"]
+        images, labels = build_copies(arr.images_path, arr.labels, self.train_transform, self.copies, self.copies_mixed, self.seed, self.cache_folder)
+        indices = oversample_indices(labels, self.seed) if self.balance == "oversample" else None
+        return CachedImageDataset(images, labels, None, indices)
+
     def train_dataloader(self) -> DataLoader:
-        ds = self.dataset("train", self.train_transform)
+        ds = self.offline_copies_dataset() if self.copies else self.dataset("train", self.train_transform)
         return self._loader(ds, shuffle=True, batch_size=self.batch_size, drop_last=len(ds) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
