@@ -160,6 +160,8 @@ def format_cell(value: Any, column: str = "") -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.2f}" if column == "seconds_per_epoch" else f"{value:.4f}"
+    if isinstance(value, str) and "." in value and as_number(value) is not None:
+        return f"{float(value):.4g}"  # a sampled float override such as lr=0.0001329291894316216
     return str(value)
 
 
@@ -253,7 +255,7 @@ def plot_leaderboard(rows: list[dict], swept: list[str], metric: str, path: Path
         else:
             values = [r.get(key, "") for r in scored]
             numbers = [as_number(v) for v in values]
-            if all(n is not None for n in numbers) and len(set(numbers)) > 2:
+            if all(n is not None for n in numbers):
                 ax.scatter(numbers, ys)
                 positive = [n for n in numbers if n > 0]
                 if len(positive) == len(numbers) and max(positive) / min(positive) >= 100:
