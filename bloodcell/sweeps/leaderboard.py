@@ -225,48 +225,58 @@ def as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def plot_history(ax, rows: list[dict], ys: list[float]) -> None:
+    """Metric by job number with the best-so-far line: how a sequential search (Optuna) progressed."""
+    from matplotlib.ticker import MaxNLocator
+
+    xs = [job_sort_key(Path(r["job"]))[0] if r["job"].isdigit() else i for i, r in enumerate(rows)]
+    order = sorted(range(len(xs)), key=xs.__getitem__)
+    best = [max(ys[j] for j in order[: i + 1]) for i in range(len(order))]
+    ax.plot([xs[j] for j in order], [ys[j] for j in order], "o", label="job")
+    ax.step([xs[j] for j in order], best, where="post", label="best so far")
+    ax.legend(fontsize=7)
+    ax.set_xlabel("job number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_parameter(ax, values: list[Any], ys: list[float]) -> None:
+    """Numeric values → scatter (log x when they span ≥ 2 decades); others → one column per category with its mean."""
+    numbers = [as_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        ax.scatter(numbers, ys)
+        if min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
+            ax.set_xscale("log")
+        else:
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))  # lr=1e-4 as 1e-4, not 0.00010
+        return
+    cats = sorted(set(map(str, values)), key=lambda c: (as_number(c) is None, as_number(c) or 0.0, c))
+    pos = {c: i for i, c in enumerate(cats)}
+    ax.scatter([pos[str(v)] for v in values], ys, alpha=0.7)
+    means = [sum(y for v, y in zip(values, ys) if str(v) == c) / sum(str(v) == c for v in values) for c in cats]
+    ax.plot(range(len(cats)), means, "_", markersize=24, color="black", label="mean")
+    long_names = max(len(c) for c in cats) > 6
+    ax.set_xticks(range(len(cats)), cats, rotation=30 if long_names else 0, ha="right" if long_names else "center")
+
+
 def plot_leaderboard(rows: list[dict], swept: list[str], metric: str, path: Path, title: str, history: bool = False) -> Path | None:
-    """One panel per swept parameter: numeric → scatter (log x when it spans ≥ 2 decades), categorical → points per
-    category with their mean; with `history` (a sequential search such as Optuna) also the metric by job number."""
+    """One panel per swept parameter (metric against its values); with `history` also the metric by job number."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
 
     scored = [r for r in rows if isinstance(r.get(metric), float)]
     if not scored:
         return None
+    ys = [r[metric] for r in scored]
     panels = [*swept, "job order"] if history else (swept or ["job order"])
     ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(math.ceil(len(panels) / ncols), ncols, figsize=(4.2 * ncols, 3.4 * math.ceil(len(panels) / ncols)), squeeze=False)
     for ax, key in zip(axes.flat, panels):
-        ys = [r[metric] for r in scored]
         if key == "job order":
-            xs = [job_sort_key(Path(r["job"]))[0] if r["job"].isdigit() else i for i, r in enumerate(scored)]
-            order = sorted(range(len(xs)), key=xs.__getitem__)
-            best = [max(ys[j] for j in order[: i + 1]) for i in range(len(order))]
-            ax.plot([xs[j] for j in order], [ys[j] for j in order], "o", label="job")
-            ax.step([xs[j] for j in order], best, where="post", label="best so far")
-            ax.legend(fontsize=7)
-            ax.set_xlabel("job number")
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            plot_history(ax, scored, ys)
         else:
-            values = [r.get(key, "") for r in scored]
-            numbers = [as_number(v) for v in values]
-            if all(n is not None for n in numbers):
-                ax.scatter(numbers, ys)
-                positive = [n for n in numbers if n > 0]
-                if len(positive) == len(numbers) and max(positive) / min(positive) >= 100:
-                    ax.set_xscale("log")
-            else:
-                cats = sorted(set(map(str, values)), key=lambda c: (as_number(c) is None, as_number(c) or 0.0, c))
-                pos = {c: i for i, c in enumerate(cats)}
-                ax.scatter([pos[str(v)] for v in values], ys, alpha=0.7)
-                means = [sum(y for v, y in zip(values, ys) if str(v) == c) / sum(str(v) == c for v in values) for c in cats]
-                ax.plot(range(len(cats)), means, "_", markersize=24, color="black", label="mean")
-                ax.set_xticks(range(len(cats)), cats, rotation=30 if max(len(c) for c in cats) > 6 else 0, ha="right" if max(len(c) for c in cats) > 6 else "center")
+            plot_parameter(ax, [r.get(key, "") for r in scored], ys)
             ax.set_xlabel(key)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
