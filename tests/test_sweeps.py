@@ -157,6 +157,10 @@ def test_optuna_search_space_config(tmp_path):
     for key in params:
         if key != "augment":
             assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
+    # a preset chooses data/model/budget; the search space still comes from hparams_search
+    small = compose_train(["experiment=cpu_small_search", "hparams_search=optuna"], tmp_path, hydra=True)
+    assert small.task_name == "cpu_small_search" and small.hydra.sweeper.study_name == "cpu_small_search"
+    assert dict(small.hydra.sweeper.params) == params and small.data.root.endswith("data/sample")
 
 
 def test_slurm_launcher_config_one_gpu_per_trial(tmp_path):
