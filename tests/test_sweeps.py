@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,8 @@ QUICK_JOB = [
     "~callbacks.progress_bar", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu", "data.num_workers=0", "logger=csv",
 ]
-# options and keys that other issues add (augmentation: heavy/pipeline; transfer: vgg16, mobilenetv3, freeze, unfreeze_stages)
-PENDING = ("heavy", "pipeline", "vgg16", "mobilenetv3", "freeze", "unfreeze_stages")
+# options and keys that other issues add (augmentation: heavy/pipeline; transfer: vgg16, mobilenetv3 and the fine-tuning keys)
+PENDING = ("heavy", "pipeline", "vgg16", "mobilenetv3", "freeze", "unfreeze_stages", "backbone_lr_scale", "ema")
 
 
 def run_multirun(args: list[str], sweep_dir: Path, cache_dir: Path) -> subprocess.CompletedProcess:
@@ -108,7 +109,12 @@ def test_leaderboard_ranks_by_best_score_and_keeps_incomplete_runs(tmp_path):
     # job 1: best checkpoint 0.9; job 0: 0.5; job 2: no best score → its final value 0.4; job 10 unranked, last
     assert [(r["job"], r["rank"], r["val/bal_acc"]) for r in rows] == [("1", 1, 0.9), ("0", 2, 0.5), ("2", 3, 0.4), ("10", "", None)]
     assert rows[-1]["status"] == "incomplete"
-    assert ensemble_command(rows, 2) == "python evaluate.py 'ckpt=[/ckpt.ckpt,/ckpt.ckpt]'"
+    command = ensemble_command(rows, 2)
+    assert command == 'python evaluate.py \'ckpt=["/ckpt.ckpt","/ckpt.ckpt"]\''
+    # what the shell passes on parses as a Hydra list override, even for names like best-epoch=002.ckpt
+    rows[0]["best_checkpoint"] = "/runs/1/checkpoints/best-epoch=002.ckpt"
+    argument = shlex.split(ensemble_command(rows, 2))[2]
+    assert OverridesParser.create().parse_override(argument).value() == ["/runs/1/checkpoints/best-epoch=002.ckpt", "/ckpt.ckpt"]
     paths = summarize(sweep, metric="test/acc")
     assert json.loads(paths["json"].read_text())["metric"] == "test/acc"
     assert "Overrides shared by all runs: `model=small_cnn`" in paths["md"].read_text()

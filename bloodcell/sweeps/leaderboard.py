@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,8 @@ def ensemble_command(rows: list[dict], top_k: int) -> str | None:
     ckpts = [r["best_checkpoint"] for r in rows if r["rank"] != "" and r["best_checkpoint"]][:top_k]
     if len(ckpts) < 2:
         return None
-    return "python evaluate.py 'ckpt=[" + ",".join(ckpts) + "]'"
+    # quoted list items: checkpoint names such as best-epoch=012.ckpt hold '=' that Hydra's grammar rejects unquoted
+    return "python evaluate.py " + shlex.quote("ckpt=[" + ",".join(json.dumps(c) for c in ckpts) + "]")
 
 
 def write_markdown(sweep_dir: Path, metric: str, columns: list[str], rows: list[dict], common: str, optuna: dict | None,
