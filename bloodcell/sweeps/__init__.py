@@ -1,0 +1,1 @@
+"""Sweeps: read Hydra multirun folders back as a leaderboard (see leaderboard.py)."""
