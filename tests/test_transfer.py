@@ -202,4 +202,26 @@ def test_ema_weights_are_validated_saved_and_evaluated(compose_cfg):
     assert not torch.equal(ema["model.head.0.weight"], raw["model.head.0.weight"])  # EMA differs from the raw weights
     loaded = load_module(summary["best_checkpoint"]).state_dict()
     assert all(torch.equal(loaded[k], ema[k]) for k in loaded)  # what evaluate.py loads is the EMA
-    assert json.loads((out / "eval" / "metrics.json").read_text())["n"] == 32
+    evaluation = json.loads((out / "eval" / "metrics.json").read_text())
+    assert evaluation["n"] == 32 and evaluation["accuracy"] == pytest.approx(summary["metrics"]["test/acc"])  # trainer.test saw the EMA too
+
+
+MODEL_CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "model").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("option", MODEL_CONFIGS)
+def test_every_model_config_builds_with_its_own_normalisation_and_stages(compose_cfg, option):
+    """On the meta device (no memory, no weights): timm stages exist, staging and param groups work."""
+    from bloodcell.module import build_model_from_cfg, to_plain
+
+    model_cfg = to_plain(compose_cfg([f"model={option}"]).model)
+    assert {"freeze", "unfreeze_stages", "ema"} <= set(model_cfg)
+    with torch.device("meta"):
+        clf = build_model_from_cfg(model_cfg, 8, pretrained=False, weights=None, weights_source=None)
+    expected = timm.models.get_pretrained_cfg(model_cfg["backbone"]).mean if option != "small_cnn" else (0.5,) * 3
+    assert clf.mean == pytest.approx(tuple(expected))
+    stages = backbone_stages(clf.backbone)
+    assert len(stages) >= 4
+    FinetunePlan(unfreeze_stages=1).apply(clf, epoch=0)
+    assert trainable_names(clf) == {f"backbone.{n}" for n in stages[-1]} | {n for n, _ in clf.named_parameters() if n.startswith("head.")}
+    assert sum(len(g["params"]) for g in FinetunePlan(unfreeze_stages=1).param_groups(clf, 1e-3, 0.05)) == len(list(clf.parameters()))
