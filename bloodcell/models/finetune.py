@@ -161,6 +161,9 @@ class StagedFinetuning(L.Callback):
             self.phase = phase
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.plan.freeze and trainer.max_epochs is not None and 0 < trainer.max_epochs <= self.plan.freeze_epochs:
+            log.warning("trainer.max_epochs=%d <= model.freeze_epochs=%d: the backbone is never unfrozen (head-only training).",
+                        trainer.max_epochs, self.plan.freeze_epochs)
         self._apply(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
