@@ -12,7 +12,7 @@ from bloodcell.module import TRUSTED_TARGET_PREFIXES, BloodCellModule
 
 # Model-config keys that fetch initial weights; irrelevant (and possibly offline-breaking) when the
 # checkpoint's state_dict supplies every weight.
-WEIGHT_SOURCE_KEYS = {"pretrained": False, "weights": None}
+WEIGHT_SOURCE_KEYS = {"pretrained": False, "weights": None, "weights_source": None}
 
 
 def check_trusted_targets(cfg: Any, where: str) -> None:

@@ -16,6 +16,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.models.finetune import FinetunePlan, split_model_cfg
 from bloodcell.optim import check_optimizer_name, warmup_cosine
 
 CHECKPOINT_FORMAT = 1
@@ -34,7 +35,8 @@ def build_model_from_cfg(model_cfg: dict, num_classes: int, **overrides: Any) ->
     target = str(model_cfg.get("_target_", ""))
     if not target.startswith(TRUSTED_TARGET_PREFIXES):
         raise CheckpointError(f"model._target_={target!r} is not a bloodcell model factory; refusing to instantiate it.")
-    return instantiate({**model_cfg, **overrides}, num_classes=num_classes, _convert_="all")
+    build_cfg, _ = split_model_cfg(model_cfg)  # training options (freeze, ema, ...) are not factory arguments
+    return instantiate({**build_cfg, **overrides}, num_classes=num_classes, _convert_="all")
 
 
 def make_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -197,8 +199,13 @@ class BloodCellModule(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------
     def optimizer_params(self):
-        """What the optimizer factory receives: the model (timm then skips decay on bias/norm)."""
-        return self.model
+        """What the optimizer factory receives: the model (timm then skips decay on bias/norm), or, for
+        staged fine-tuning / a lower backbone LR, one param group per backbone stage + the head."""
+        plan = FinetunePlan.from_model_cfg(self.hparams.model)
+        if not plan.needs_param_groups:
+            return self.model
+        opt_cfg = self.hparams.optim.get("optimizer", {})
+        return plan.param_groups(self.model, lr=float(opt_cfg.get("lr", 1e-3)), weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
 
     def configure_optimizers(self):
         optim = self.hparams.optim

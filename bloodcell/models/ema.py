@@ -1,0 +1,47 @@
+"""EMA of the weights (model.ema.enabled) through Lightning's WeightAveraging callback.
+
+Lightning swaps the averaged weights in for validation, writes them as the checkpoint's
+`state_dict` (the raw weights go to `current_model_state` for resuming) and copies them into the
+model when training ends, so checkpoint selection, testing and evaluate.py all see EMA weights.
+Added here: a warm-up of the decay, (1 + n) / (10 + n) capped at `decay`, so that the average is
+useful after a few hundred steps of a short CPU run instead of staying near the initial weights.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+
+from bloodcell.errors import ConfigError
+
+
+def ema_decay(decay: float, n_averaged: int, warmup: bool) -> float:
+    """The decay used for the update after `n_averaged` earlier updates."""
+    return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged)) if warmup else decay
+
+
+class EMAWeights(WeightAveraging):
+    """Exponential moving average of parameters and BatchNorm statistics, updated after every optimizer step."""
+
+    def __init__(self, decay: float = 0.999, warmup: bool = True, device: str | None = None) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"model.ema.decay={decay} must be in (0, 1), e.g. 0.999.")
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        super().__init__(device=device, use_buffers=True, multi_avg_fn=self._update)
+
+    @torch.no_grad()
+    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # counters such as num_batches_tracked: keep the latest
+            torch._foreach_copy_(averaged, current)
+            return
+        weight = 1.0 - ema_decay(self.decay, int(n_averaged), self.warmup)
+        torch._foreach_lerp_(averaged, current, weight)
+
+
+def ema_callback(cfg: dict[str, Any] | None) -> EMAWeights | None:
+    """EMAWeights from the model.ema config block, or None when disabled."""
+    if not cfg or not cfg.get("enabled", False):
+        return None
+    return EMAWeights(decay=float(cfg.get("decay", 0.999)), warmup=bool(cfg.get("warmup", True)), device=cfg.get("device"))
