@@ -225,3 +225,10 @@ def test_every_model_config_builds_with_its_own_normalisation_and_stages(compose
     FinetunePlan(unfreeze_stages=1).apply(clf, epoch=0)
     assert trainable_names(clf) == {f"backbone.{n}" for n in stages[-1]} | {n for n, _ in clf.named_parameters() if n.startswith("head.")}
     assert sum(len(g["params"]) for g in FinetunePlan(unfreeze_stages=1).param_groups(clf, 1e-3, 0.05)) == len(list(clf.parameters()))
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "mobilenetv3_large_100"])
+def test_head_fits_backbones_with_pre_logits(backbone):
+    """VGG/MobileNetV3 pool to head_hidden_size (4096/1280), not num_features: the head must match."""
+    model = build_classifier(backbone, 8, head={"hidden": [16], "dropout": 0.0})
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 8)

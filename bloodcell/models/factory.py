@@ -99,5 +99,7 @@ def build_classifier(
     net = create_backbone(backbone, pretrained=pretrained, weights=weights, weights_source=weights_source, **kwargs)
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
-    head_module = DenseHead(net.num_features, num_classes, **(head or {}))
+    # pooled-feature width: models with a pre-logits layer (VGG, MobileNetV3) output head_hidden_size, not num_features
+    in_features = getattr(net, "head_hidden_size", None) or net.num_features
+    head_module = DenseHead(in_features, num_classes, **(head or {}))
     return Classifier(net, head_module, mean, std)
