@@ -141,4 +141,9 @@ def train(cfg: DictConfig) -> float | None:
     metric_name = cfg.get("optimized_metric")
     if metric_name and metric_name not in metrics:
         raise ConfigError(f"optimized_metric={metric_name!r} was not logged; logged: {sorted(metrics)}.")
-    return metrics.get(metric_name) if metric_name else None
+    if not metric_name:
+        return None
+    ckpt_cb = trainer.checkpoint_callback
+    if summary["best_score"] is not None and ckpt_cb is not None and ckpt_cb.monitor == metric_name:
+        return summary["best_score"]  # the score of the checkpoint the run keeps, as the leaderboard ranks it
+    return metrics[metric_name]
