@@ -73,6 +73,14 @@ def guard_output_dir(output_dir: Path, resuming: bool) -> None:
         )
 
 
+def keep_logs_before_resume(output_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing logs/metrics.csv; on resume keep it as metrics.before_resume[-N].csv."""
+    metrics = output_dir / "logs" / "metrics.csv"
+    if metrics.is_file():
+        n = sum(1 for _ in metrics.parent.glob("metrics.before_resume*.csv"))
+        metrics.rename(metrics.with_name(f"metrics.before_resume{f'-{n}' if n else ''}.csv"))
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path in (None, ""):
         return None
@@ -91,6 +99,8 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     guard_output_dir(output_dir, resuming=ckpt_path is not None)
+    if ckpt_path is not None:
+        keep_logs_before_resume(output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
