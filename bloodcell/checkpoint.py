@@ -60,3 +60,25 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> B
     module.checkpoint_path = str(Path(path).resolve())
     module.checkpoint_meta = ckpt["bloodcell"]
     return module.eval().to(map_location)
+
+
+def check_resume_compatible(path: str | Path, module: BloodCellModule) -> None:
+    """Resuming continues the same model on the same classes and image size; otherwise name what differs.
+
+    Also vets the file itself (weights_only=True, bloodcell metadata) before Lightning touches it.
+    """
+    saved = read_checkpoint(path)["hyper_parameters"]
+    ignore = set(WEIGHT_SOURCE_KEYS)
+    diffs = []
+    for key in ("classes", "image_size", "model"):
+        old, new = saved.get(key), module.hparams.get(key)
+        if key == "model":
+            old = {k: v for k, v in (old or {}).items() if k not in ignore}
+            new = {k: v for k, v in (new or {}).items() if k not in ignore}
+        if old != new:
+            diffs.append(f"{key}: checkpoint {str(old)[:160]} vs config {str(new)[:160]}")
+    if diffs:
+        raise CheckpointError(
+            f"ckpt_path={path} was trained with a different setup ({'; '.join(diffs)}); resume with the run's own "
+            "config (model=..., data.image_size=...), or start a new run in another hydra.run.dir."
+        )

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bloodcell.augment import build_transform
+from bloodcell.checkpoint import check_resume_compatible
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.errors import BloodcellError, ConfigError
 from bloodcell.evaluation.report import write_json
@@ -110,6 +111,8 @@ def train(cfg: DictConfig) -> float | None:
     dm.setup("fit")
     log.info("data: %s, cache %s\n%s", dm.source, dm.cache_folder, dm.counts_table())
     module = build_module(cfg, dm)
+    if ckpt_path is not None:
+        check_resume_compatible(ckpt_path, module)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
