@@ -91,7 +91,10 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
             raise BloodcellError(f"ckpt_path=last: {last} does not exist; give hydra.run.dir=<the run folder to resume> or a .ckpt path.")
         return str(last)
     if not Path(ckpt_path).is_file():
-        raise BloodcellError(f"ckpt_path={ckpt_path}: no such checkpoint file.")
+        raise BloodcellError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file; give a .ckpt path (e.g. <run dir>/checkpoints/last.ckpt), "
+            "or ckpt_path=last hydra.run.dir=<run dir>."
+        )
     return ckpt_path
 
 
