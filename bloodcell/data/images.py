@@ -13,6 +13,9 @@ RESIZE_MODES = ("center_crop", "squash", "pad")
 
 # Never decode a partial file into a half-grey image: truncated files must be reported.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Damaged TIFF metadata makes PIL warn once per file (file:line noise in long runs); the file then
+# either decodes or raises, and errors are reported by path, so these warnings add nothing.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 
 class ImageReadError(Exception):
