@@ -64,6 +64,17 @@ class EpochSeed(L.Callback):
     def __init__(self, seed: int | None) -> None:
         self.seed = seed
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After a resume, Lightning reuses the loader iterator it opened before its epoch counter was
+        restored, so the sampler (and DataLoader workers, which prefetch at once) served epoch 0's order.
+        Point the sampler at the real epoch and reopen the iterator, as Lightning does at every epoch start."""
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if isinstance(sampler, SeededEpochSampler) and sampler.epoch != trainer.current_epoch:
+            sampler.set_epoch(trainer.current_epoch)
+            fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+            if fetcher is not None:
+                iter(fetcher)
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if self.seed is None:
             return

@@ -51,18 +51,20 @@ def test_sampler_is_a_function_of_seed_and_epoch():
     assert list(SeededEpochSampler(50, seed=4)) != first
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(compose_cfg, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_interruption_matches_uninterrupted_run(compose_cfg, tmp_path, workers):
     """2 epochs straight vs. killed after epoch 0 + `ckpt_path=last` in the same run dir: equal weights and metrics."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    cfg = compose_cfg([*TINY, "trainer.max_epochs=2", f"paths.output_dir={straight}"])
+    tiny = [*TINY, f"data.num_workers={workers}"]
+    cfg = compose_cfg([*tiny, "trainer.max_epochs=2", f"paths.output_dir={straight}"])
     ref = train(cfg)
     with pytest.raises(Exception, match="simulated kill after epoch 0"):  # (hydra imports a 2nd copy of this module)
-        train(compose_cfg([*TINY, "trainer.max_epochs=2", CRASH, f"paths.output_dir={resumed}"]))
+        train(compose_cfg([*tiny, "trainer.max_epochs=2", CRASH, f"paths.output_dir={resumed}"]))
     assert read_checkpoint(resumed / "checkpoints" / "last.ckpt")["epoch"] == 0
     # without ckpt_path the existing checkpoints are protected
     with pytest.raises(BloodcellError, match="refusing to overwrite"):
-        train(compose_cfg([*TINY, "trainer.max_epochs=2", f"paths.output_dir={resumed}"]))
-    again = train(compose_cfg([*TINY, "trainer.max_epochs=2", "ckpt_path=last", f"paths.output_dir={resumed}"]))
+        train(compose_cfg([*tiny, "trainer.max_epochs=2", f"paths.output_dir={resumed}"]))
+    again = train(compose_cfg([*tiny, "trainer.max_epochs=2", "ckpt_path=last", f"paths.output_dir={resumed}"]))
     w_ref, meta_ref = final_state(straight)
     w_res, meta_res = final_state(resumed)
     assert meta_ref == meta_res
@@ -75,7 +77,7 @@ def test_same_seed_same_results_with_and_without_workers(compose_cfg, tmp_path):
     """One seed, augmentation on: reruns give bit-identical weights and metrics, with 0 or 2 loader workers."""
     results = {}
     for name, workers in (("a", 0), ("b", 0), ("w2", 2)):
-        results[name] = train(compose_cfg([*TINY, "trainer.max_epochs=1", f"data.num_workers={workers}", f"paths.output_dir={tmp_path / name}"]))
+        results[name] = train(compose_cfg([*TINY, "trainer.max_epochs=2", f"data.num_workers={workers}", f"paths.output_dir={tmp_path / name}"]))
     assert results["a"] == results["b"] == results["w2"]
     reference = final_state(tmp_path / "a")[0]
     assert_same_weights(reference, final_state(tmp_path / "b")[0])
