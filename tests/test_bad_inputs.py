@@ -82,7 +82,7 @@ def test_folder_fail_policy_lists_every_bad_file_and_what_to_do(tmp_path):
         (lambda p: np.savez(p, images=np.zeros((2, 16), np.uint8), labels=np.array([0, 1])), r"'images' has shape \(2, 16\); expected N×H×W×3"),
         (lambda p: np.savez(p, images=np.zeros((0, 4, 4, 3), np.uint8), labels=np.zeros(0, int)), "N ≥ 1"),
         (lambda p: np.savez(p, images=np.array([object()] * 2), labels=np.array([0, 1])), "cannot be read without pickle"),
-        (lambda p: Path(p).write_text("not a zip"), r"is not a readable \.npz file"),
+        (lambda p: Path(p).write_text("not a zip"), r"is not an \.npz archive \(numpy\.savez output\)"),
         (lambda p: None, "does not exist or is not a file"),
     ],
     ids=["negative_label", "float_labels", "flat_images", "zero_images", "pickled_objects", "not_npz", "missing"],
