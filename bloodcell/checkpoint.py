@@ -60,3 +60,31 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> B
     module.checkpoint_path = str(Path(path).resolve())
     module.checkpoint_meta = ckpt["bloodcell"]
     return module.eval().to(map_location)
+
+
+def config_differences(saved: Any, current: Any, prefix: str) -> list[str]:
+    """'key: saved vs current' for every leaf that differs between two nested configs."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for k in sorted(set(saved) | set(current), key=str):
+            out += config_differences(saved.get(k), current.get(k), f"{prefix}.{k}")
+        return out
+    return [] if saved == current else [f"{prefix}: checkpoint {str(saved)[:120]} vs config {str(current)[:120]}"]
+
+
+def check_resume_compatible(path: str | Path, module: BloodCellModule) -> None:
+    """Resuming continues the same model on the same classes and image size; otherwise name what differs.
+
+    Also vets the file itself (weights_only=True, bloodcell metadata) before Lightning touches it.
+    """
+    saved = read_checkpoint(path)["hyper_parameters"]
+    drop = set(WEIGHT_SOURCE_KEYS)
+    diffs = config_differences(saved.get("classes"), module.hparams.get("classes"), "classes")
+    diffs += config_differences(saved.get("image_size"), module.hparams.get("image_size"), "data.image_size")
+    diffs += config_differences({k: v for k, v in (saved.get("model") or {}).items() if k not in drop},
+                                {k: v for k, v in (module.hparams.get("model") or {}).items() if k not in drop}, "model")
+    if diffs:
+        raise CheckpointError(
+            f"ckpt_path={path} was trained with a different setup ({'; '.join(diffs)}); resume with the run's own "
+            "config, or start a new run in another hydra.run.dir."
+        )

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bloodcell.augment import build_train_transform, jsd_settings
+from bloodcell.checkpoint import check_resume_compatible
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.errors import BloodcellError, ConfigError
 from bloodcell.evaluation.report import write_json
@@ -75,6 +76,14 @@ def guard_output_dir(output_dir: Path, resuming: bool) -> None:
         )
 
 
+def keep_logs_before_resume(output_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing logs/metrics.csv; on resume keep it as metrics.before_resume[-N].csv."""
+    metrics = output_dir / "logs" / "metrics.csv"
+    if metrics.is_file():
+        n = sum(1 for _ in metrics.parent.glob("metrics.before_resume*.csv"))
+        metrics.rename(metrics.with_name(f"metrics.before_resume{f'-{n}' if n else ''}.csv"))
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path in (None, ""):
         return None
@@ -84,7 +93,10 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
             raise BloodcellError(f"ckpt_path=last: {last} does not exist; give hydra.run.dir=<the run folder to resume> or a .ckpt path.")
         return str(last)
     if not Path(ckpt_path).is_file():
-        raise BloodcellError(f"ckpt_path={ckpt_path}: no such checkpoint file.")
+        raise BloodcellError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file; give a .ckpt path (e.g. <run dir>/checkpoints/last.ckpt), "
+            "or ckpt_path=last hydra.run.dir=<run dir>."
+        )
     return ckpt_path
 
 
@@ -93,6 +105,8 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     guard_output_dir(output_dir, resuming=ckpt_path is not None)
+    if ckpt_path is not None:
+        keep_logs_before_resume(output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
@@ -102,6 +116,8 @@ def train(cfg: DictConfig) -> float | None:
     dm.setup("fit")
     log.info("data: %s, cache %s\n%s", dm.source, dm.cache_folder, dm.counts_table())
     module = build_module(cfg, dm)
+    if ckpt_path is not None:
+        check_resume_compatible(ckpt_path, module)
     callbacks = instantiate_group(cfg.get("callbacks")) + model_callbacks(cfg.model)  # staged fine-tuning, EMA
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -16,6 +16,7 @@ from bloodcell.data.dataset import CachedImageDataset, seed_worker_transform
 from bloodcell.data.images import RESIZE_MODES
 from bloodcell.data.table import SPLITS
 from bloodcell.errors import ConfigError, DataError
+from bloodcell.reproducibility import SeededEpochSampler
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +177,12 @@ class BloodCellDataModule(L.LightningDataModule):
             return [i for s in SPLITS for i in self.splits[s].ids]
         return list(self.splits[split].ids)
 
-    def _loader(self, dataset: CachedImageDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset: CachedImageDataset, shuffle: bool, batch_size: int, drop_last: bool = False, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -199,7 +201,9 @@ class BloodCellDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.offline_copies_dataset() if self.copies else self.dataset("train", self.train_transform)
-        return self._loader(ds, shuffle=True, batch_size=self.batch_size, drop_last=len(ds) > self.batch_size)
+        # order + augmentation fixed by (seed, epoch): same results with any num_workers and after a resume
+        sampler = SeededEpochSampler(len(ds), self.seed)
+        return self._loader(ds, shuffle=False, batch_size=self.batch_size, drop_last=len(ds) > self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val", self.eval_transform), shuffle=False, batch_size=self.eval_batch_size)

@@ -45,7 +45,11 @@ class CachedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """`key` is a position, or `(augmentation seed, position)` from SeededEpochSampler."""
+        sample_seed, i = key if isinstance(key, tuple) else (None, key)
+        if sample_seed is not None and self.transform is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(sample_seed)
         j = int(self.indices[i])
         img = np.array(self.images[j])  # own, writable copy of one image
         if self.transform is not None:

@@ -13,6 +13,9 @@ RESIZE_MODES = ("center_crop", "squash", "pad")
 
 # Never decode a partial file into a half-grey image: truncated files must be reported.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Damaged TIFF metadata makes PIL warn once per file (file:line noise in long runs); the file then
+# either decodes or raises, and errors are reported by path, so these warnings add nothing.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 
 class ImageReadError(Exception):
@@ -35,6 +38,17 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return arr
 
 
+def explain_decode_error(exc: Exception) -> str:
+    """PIL's reason, prefixed with what it means for the user (truncated copy, not an image, ...)."""
+    reason = f"{type(exc).__name__}: {exc}"
+    text = str(exc).lower()
+    if "truncated" in text or isinstance(exc, EOFError):
+        return f"truncated or incomplete file, re-copy it ({reason})"
+    if "cannot identify image file" in text:
+        return f"not a readable image: content matches no image format ({reason})"
+    return f"corrupt or unsupported image data ({reason})"
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode a file into an H×W×3 uint8 array, or raise ImageReadError with the reason."""
     path = Path(path)
@@ -49,7 +63,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except ImageReadError:
         raise
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        raise ImageReadError(f"{type(exc).__name__}: {exc}") from None
+        raise ImageReadError(explain_decode_error(exc)) from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageReadError(f"decoded to an unusable shape {arr.shape}")
     return np.ascontiguousarray(arr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -195,6 +196,8 @@ class NpzSource:
 
     def _open(self):
         self.fingerprint()
+        if not zipfile.is_zipfile(self.path):  # else np.load guesses "pickled data" for any non-npz file
+            raise DataError(f"data.path={self.path} is not an .npz archive (numpy.savez output); convert it, or use data=folder for image files.")
         try:
             return np.load(self.path, allow_pickle=False)
         except Exception as exc:

@@ -84,6 +84,9 @@ def evaluate_checkpoint(ckpt: str, data_cfg: Any | None, split: str, output_dir:
 
 def run(cfg: DictConfig) -> dict:
     """Entry for evaluate.py."""
+    if cfg.get("predict_dir"):
+        from bloodcell.predict import run_predict
+        return run_predict(cfg)
     if cfg.get("ckpt") in (None, "", "???"):
         raise ConfigError("ckpt is required: python evaluate.py ckpt=PATH/TO/checkpoints/best.ckpt")
     data_cfg = cfg.get("data")
