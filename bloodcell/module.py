@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from bloodcell.augment.gpu import build_batch_augment
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.optim import check_optimizer_name, warmup_cosine
 
@@ -61,12 +62,14 @@ class BloodCellModule(L.LightningModule):
         class_weights: list[float] | None = None,
         data: dict | None = None,
         channels_last: bool = False,
+        batch_augment: dict | None = None,
     ) -> None:
         super().__init__()
         model, optim, loss, mix, data = (to_plain(c) for c in (model, optim, loss, mix, data))
         self.save_hyperparameters(
             {"model": model, "optim": optim, "classes": list(classes), "image_size": int(image_size), "loss": loss or {},
-             "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last}
+             "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last,
+             "batch_augment": to_plain(batch_augment)}
         )
         self.classes = list(classes)
         self.model = build_model_from_cfg(model, len(self.classes))
@@ -76,6 +79,7 @@ class BloodCellModule(L.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         self.label_smoothing = float((loss or {}).get("label_smoothing", 0.0))
         self.mixer = self._build_mixer(mix or {})
+        self.batch_augment = build_batch_augment(batch_augment)
         n = len(self.classes)
         self.train_metrics = make_metrics(n, "train/")
         self.val_metrics = make_metrics(n, "val/")
@@ -132,6 +136,8 @@ class BloodCellModule(L.LightningModule):
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if self.batch_augment is not None:  # on-device batch augmentation (batch_augment=...), training only
+            x = self.batch_augment(x)
         x = self.preprocess(x)
         target = y
         if self.mixing_active() and x.shape[0] % 2 == 0:
