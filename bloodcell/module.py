@@ -38,13 +38,16 @@ def build_model_from_cfg(model_cfg: dict, num_classes: int, **overrides: Any) ->
     return instantiate({**model_cfg, **overrides}, num_classes=num_classes, _convert_="all")
 
 
-def make_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """acc = micro accuracy; bal_acc = mean per-class recall (balanced accuracy); f1 = macro F1."""
+def make_metrics(num_classes: int, prefix: str, validate_args: bool = True) -> MetricCollection:
+    """acc = micro accuracy; bal_acc = mean per-class recall (balanced accuracy); f1 = macro F1.
+
+    validate_args=False skips torchmetrics' input checks, which synchronise with the GPU on every update.
+    """
     return MetricCollection(
         {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "bal_acc": MulticlassAccuracy(num_classes, average="macro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=validate_args),
+            "bal_acc": MulticlassAccuracy(num_classes, average="macro", validate_args=validate_args),
+            "f1": MulticlassF1Score(num_classes, average="macro", validate_args=validate_args),
         },
         prefix=prefix,
     )
@@ -81,7 +84,7 @@ class BloodCellModule(L.LightningModule):
         self.mixer = self._build_mixer(mix or {})
         self.batch_augment = build_batch_augment(batch_augment)
         n = len(self.classes)
-        self.train_metrics = make_metrics(n, "train/")
+        self.train_metrics = make_metrics(n, "train/", validate_args=False)  # per step: labels come from our own cache
         self.val_metrics = make_metrics(n, "val/")
         self.test_metrics = make_metrics(n, "test/")
         if channels_last:

@@ -142,3 +142,23 @@ def test_throughput_benchmark_runs(tmp_path, cache_dir):
     assert r["ratio"] == pytest.approx(r["framework_img_per_s"] / r["plain_img_per_s"])
     assert r["peak_pss_mib"] > 50 and r["bottleneck"] in ("loader", "model")
     assert json.loads(out.read_text())[0]["model"] == "small_cnn"
+
+
+def test_throttled_progress_bar_skips_fast_batches(monkeypatch):
+    """Fast steps: the bar (metrics read = device sync, redraw) runs on the first and last batch only."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from bloodcell.callbacks import ThrottledRichProgressBar
+
+    drawn: list[int] = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, t, m, o, b, i: drawn.append(i))
+    monkeypatch.setattr(ThrottledRichProgressBar, "total_train_batches", property(lambda self: 50))
+    bar = ThrottledRichProgressBar(min_interval_s=3600)
+    for i in range(50):
+        bar.on_train_batch_end(None, None, None, None, i)
+    assert drawn == [0, 49]
+    slow = ThrottledRichProgressBar(min_interval_s=0)
+    drawn.clear()
+    for i in range(3):
+        slow.on_train_batch_end(None, None, None, None, i)
+    assert drawn == [0, 1, 2]
