@@ -33,7 +33,7 @@ import torch.nn.functional as F  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from benchmarks._common import RESULTS, PeakMemory, compose_train_cfg, median, synchronize  # noqa: E402
+from benchmarks._common import RESULTS, PeakMemory, compose_train_cfg, median, rates, synchronize  # noqa: E402
 from bloodcell.augment.gpu import build_batch_augment  # noqa: E402
 from bloodcell.module import build_model_from_cfg, to_plain  # noqa: E402
 from bloodcell.optim import warmup_cosine  # noqa: E402
@@ -91,19 +91,18 @@ def plain_setup(cfg: DictConfig, device: torch.device, total_steps: int):
 
 def timed_steps(batches, step, warmup: int, steps: int, device: torch.device) -> dict:
     """Run `steps` steps; img/s over those after `warmup` (same window as StepTimer)."""
-    t0, images = None, 0
+    t0, cpu0, images = None, 0.0, 0
     for i, (x, y) in enumerate(batches, start=1):
         step(x, y)
         if i >= warmup:
             synchronize(device)
             if i == warmup:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
             else:
                 images += int(y.shape[0])
         if i >= steps:
             break
-    seconds = time.perf_counter() - t0
-    return {"images": images, "seconds": seconds, "img_per_s": images / seconds}
+    return rates(images, time.perf_counter() - t0, time.process_time() - cpu0)
 
 
 def run_plain(cfg: DictConfig, dm, device: torch.device, warmup: int, steps: int) -> dict:
@@ -145,16 +144,17 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    plain, framework = [], []
+    runs: dict[str, list[dict]] = {"plain": [], "framework": []}
     with PeakMemory() as mem:
         for r in range(repeats):
             order = ("plain", "framework") if r % 2 == 0 else ("framework", "plain")
             for kind in order:
-                if kind == "plain":
-                    plain.append(run_plain(cfg, dm, device, warmup, steps)["img_per_s"])
-                else:
-                    framework.append(run_framework(cfg, warmup, steps, f"{model}-{r}")["img_per_s"])
-                print(f"  [{model}] repeat {r + 1}/{repeats} {kind:9s} {(plain if kind == 'plain' else framework)[-1]:8.1f} img/s", flush=True)
+                res = run_plain(cfg, dm, device, warmup, steps) if kind == "plain" else run_framework(cfg, warmup, steps, f"{model}-{r}")
+                runs[kind].append(res)
+                print(f"  [{model}] repeat {r + 1}/{repeats} {kind:9s} {res['img_per_s']:8.1f} img/s  {res['img_per_cpu_s']:8.1f} img/CPU-s", flush=True)
+    plain = [x["img_per_s"] for x in runs["plain"]]
+    framework = [x["img_per_s"] for x in runs["framework"]]
+    cpu_a, cpu_b = (median([x["img_per_cpu_s"] for x in runs[k]]) for k in ("plain", "framework"))
     loader = median([run_loader_only(dm, warmup, steps)["img_per_s"] for _ in range(max(1, repeats // 2))])
     compute = median([run_model_only(cfg, dm, device, warmup, steps)["img_per_s"] for _ in range(max(1, repeats // 2))])
     a, b = median(plain), median(framework)
@@ -163,7 +163,8 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
         "num_workers": int(cfg.data.num_workers), "precision": str(cfg.trainer.precision), "train_images": len(dm.splits["train"]),
         "steps": steps, "warmup": warmup, "repeats": repeats,
         "plain_img_per_s": a, "framework_img_per_s": b, "ratio": b / a,
-        "plain_runs": plain, "framework_runs": framework,
+        "plain_img_per_cpu_s": cpu_a, "framework_img_per_cpu_s": cpu_b, "cpu_ratio": cpu_b / cpu_a,
+        "plain_runs": runs["plain"], "framework_runs": runs["framework"],
         "loader_img_per_s": loader, "model_img_per_s": compute,
         "bottleneck": "loader" if loader < compute else "model",
         "peak_rss_mib": mem.peak["rss_mib"], "peak_pss_mib": mem.peak["pss_mib"], "max_processes": mem.peak["processes"],
@@ -186,12 +187,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for model in args.models.split(","):
         results.append(bench_model(model, overrides, args.warmup, args.steps, args.repeats))
     print(f"\noverrides: {' '.join(overrides)}   torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'model':14s} {'plain':>9s} {'lightning':>10s} {'ratio':>6s} {'loader':>9s} {'model':>9s} {'bottleneck':>10s} {'peakRSS':>8s} {'peakPSS':>8s}")
+    print(f"{'model':14s} {'plain':>9s} {'lightning':>10s} {'ratio':>6s} {'cpu_ratio':>9s} {'loader':>9s} {'model':>9s} {'bottleneck':>10s} {'peakRSS':>8s} {'peakPSS':>8s}")
     for r in results:
-        print(f"{r['model']:14s} {r['plain_img_per_s']:9.1f} {r['framework_img_per_s']:10.1f} {r['ratio']:6.3f} {r['loader_img_per_s']:9.1f} "
-              f"{r['model_img_per_s']:9.1f} {r['bottleneck']:>10s} {r['peak_rss_mib']:7.0f}M {r['peak_pss_mib']:7.0f}M")
-    print("(img/s: medians; ratio = lightning / plain; loader = DataLoader alone, model = steps on a resident batch;"
-          " peak RSS/PSS summed over the process and its workers)")
+        print(f"{r['model']:14s} {r['plain_img_per_s']:9.1f} {r['framework_img_per_s']:10.1f} {r['ratio']:6.3f} {r['cpu_ratio']:9.3f} "
+              f"{r['loader_img_per_s']:9.1f} {r['model_img_per_s']:9.1f} {r['bottleneck']:>10s} {r['peak_rss_mib']:7.0f}M {r['peak_pss_mib']:7.0f}M")
+    print("(img/s of wall time, medians; ratio = lightning / plain; cpu_ratio = the same in images per CPU-second of the training"
+          " process; loader = DataLoader alone, model = steps on a resident batch; peak RSS/PSS summed over the process and its workers)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

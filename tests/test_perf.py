@@ -140,6 +140,7 @@ def test_throughput_benchmark_runs(tmp_path, cache_dir):
     (r,) = results
     assert r["plain_img_per_s"] > 0 and r["framework_img_per_s"] > 0 and r["loader_img_per_s"] > 0 and r["model_img_per_s"] > 0
     assert r["ratio"] == pytest.approx(r["framework_img_per_s"] / r["plain_img_per_s"])
+    assert r["cpu_ratio"] == pytest.approx(r["framework_img_per_cpu_s"] / r["plain_img_per_cpu_s"])
     assert r["peak_pss_mib"] > 50 and r["bottleneck"] in ("loader", "model")
     assert json.loads(out.read_text())[0]["model"] == "small_cnn"
 
