@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from bloodcell.augment.gpu import build_batch_augment
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
 from bloodcell.optim import check_optimizer_name, warmup_cosine
@@ -39,13 +40,16 @@ def build_model_from_cfg(model_cfg: dict, num_classes: int, **overrides: Any) ->
     return instantiate({**build_cfg, **overrides}, num_classes=num_classes, _convert_="all")
 
 
-def make_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """acc = micro accuracy; bal_acc = mean per-class recall (balanced accuracy); f1 = macro F1."""
+def make_metrics(num_classes: int, prefix: str, validate_args: bool = True) -> MetricCollection:
+    """acc = micro accuracy; bal_acc = mean per-class recall (balanced accuracy); f1 = macro F1.
+
+    validate_args=False skips torchmetrics' input checks, which synchronise with the GPU on every update.
+    """
     return MetricCollection(
         {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "bal_acc": MulticlassAccuracy(num_classes, average="macro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=validate_args),
+            "bal_acc": MulticlassAccuracy(num_classes, average="macro", validate_args=validate_args),
+            "f1": MulticlassF1Score(num_classes, average="macro", validate_args=validate_args),
         },
         prefix=prefix,
     )
@@ -64,12 +68,14 @@ class BloodCellModule(L.LightningModule):
         data: dict | None = None,
         channels_last: bool = False,
         jsd: dict | None = None,
+        batch_augment: dict | None = None,
     ) -> None:
         super().__init__()
         model, optim, loss, mix, data = (to_plain(c) for c in (model, optim, loss, mix, data))
         self.save_hyperparameters(
             {"model": model, "optim": optim, "classes": list(classes), "image_size": int(image_size), "loss": loss or {},
-             "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last}
+             "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last,
+             "batch_augment": to_plain(batch_augment)}
         )
         self.classes = list(classes)
         self.model = build_model_from_cfg(model, len(self.classes))
@@ -80,8 +86,9 @@ class BloodCellModule(L.LightningModule):
         self.label_smoothing = float((loss or {}).get("label_smoothing", 0.0))
         self.mixer = self._build_mixer(mix or {})
         self.jsd_loss = self._build_jsd(jsd, weights)
+        self.batch_augment = build_batch_augment(batch_augment)
         n = len(self.classes)
-        self.train_metrics = make_metrics(n, "train/")
+        self.train_metrics = make_metrics(n, "train/", validate_args=False)  # per step: labels come from our own cache
         self.val_metrics = make_metrics(n, "val/")
         self.test_metrics = make_metrics(n, "test/")
         if channels_last:
@@ -153,6 +160,8 @@ class BloodCellModule(L.LightningModule):
         x, y = batch
         if self.jsd_loss is not None:  # (clean, aug, aug) stacked on channels → one 3N batch
             x = torch.cat(x.split(3, dim=1))
+        if self.batch_augment is not None:  # on-device batch augmentation (batch_augment=...), training only
+            x = self.batch_augment(x)
         x = self.preprocess(x)
         target = y
         if self.mixing_active() and x.shape[0] % 2 == 0:

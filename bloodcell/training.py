@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from bloodcell.augment import build_train_transform, jsd_settings
 from bloodcell.checkpoint import check_resume_compatible
 from bloodcell.data.datamodule import BloodCellDataModule
+from bloodcell.distributed import check_ddp_launch, hydra_multirun
 from bloodcell.errors import BloodcellError, ConfigError
 from bloodcell.evaluation.report import write_json
 from bloodcell.models.finetune import model_callbacks
@@ -45,7 +46,7 @@ def build_datamodule(cfg: DictConfig) -> BloodCellDataModule:
 
 def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
     weights = dm.class_weights
-    return BloodCellModule(
+    module = BloodCellModule(
         model=cfg.model,
         optim=cfg.optim,
         classes=dm.classes,
@@ -56,7 +57,23 @@ def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
         data=portable_data_cfg(cfg.data),
         channels_last=bool(cfg.get("channels_last", False)),
         jsd=jsd_settings(cfg.get("augment")),
+        batch_augment=cfg.get("batch_augment"),
     )
+    compile_model(module, cfg.get("compile"))
+    return module
+
+
+def compile_model(module: BloodCellModule, compile_cfg: Any) -> None:
+    """`compile: true` (or a dict of torch.compile kwargs) → compile the network in place.
+
+    nn.Module.compile keeps the parameter names, so checkpoints stay loadable without torch.compile.
+    """
+    if not compile_cfg:
+        return
+    kwargs = to_plain(compile_cfg) if not isinstance(compile_cfg, bool) else {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"compile={compile_cfg!r}: use false, true or a mapping of torch.compile arguments (e.g. {{mode: max-autotune}}).")
+    module.model.compile(**kwargs)
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -102,6 +119,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit, test and evaluate one configuration; returns cfg.optimized_metric (for sweepers)."""
+    check_ddp_launch(cfg.trainer, multirun=hydra_multirun())
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     guard_output_dir(output_dir, resuming=ckpt_path is not None)
@@ -146,6 +164,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test") and len(dm.splits["test"]):
         test_results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in (test_results[0] if test_results else {}).items()})
+    if not trainer.is_global_zero:  # DDP: other ranks joined fit/test; rank 0 alone evaluates and writes files
+        return None
     if cfg.get("evaluate") and best and len(dm.splits["test"]):
         from bloodcell.evaluation.runner import evaluate_checkpoint
 

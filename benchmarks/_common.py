@@ -1,0 +1,146 @@
+"""Helpers shared by the benchmark scripts: config composition, step timing, process-tree memory.
+
+Memory is read from /proc (Linux): RSS counts shared pages (the memory-mapped image cache, torch
+libraries) once per process, PSS splits them between the processes sharing them, so the sum of
+PSS over the tree is the honest "how much RAM does this run take" figure.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import bloodcell  # noqa: F401  (registers config resolvers)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# the timers' measurements, by label (StepTimer is built by Hydra from the config, so it reports here)
+RESULTS: dict[str, dict] = {}
+
+
+def compose_train_cfg(overrides: Sequence[str]) -> DictConfig:
+    """The real training config (conf/train.yaml) with command-line style overrides."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued device work, so wall-clock times cover the work they claim to."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepTimer(L.Callback):
+    """Images/s over the training steps after `warmup_steps` (worker start-up, first-step allocations excluded).
+
+    The clock starts at the end of step `warmup_steps` and stops at the end of the last step, so the
+    window holds whole steps: loader wait, transfer, forward, backward, optimizer, logging, progress bar.
+    """
+
+    def __init__(self, warmup_steps: int, label: str) -> None:
+        self.warmup_steps, self.label = int(warmup_steps), label
+        self.t0: float | None = None
+        self.cpu0 = 0.0
+        self.images = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        steps_done = batch_idx + 1
+        if steps_done < self.warmup_steps:
+            return
+        synchronize(pl_module.device)
+        now, cpu = time.perf_counter(), time.process_time()
+        if steps_done == self.warmup_steps:
+            self.t0, self.cpu0 = now, cpu
+            return
+        self.images += int(batch[1].shape[0])
+        RESULTS[self.label] = rates(self.images, now - self.t0, cpu - self.cpu0)
+
+
+def rates(images: int, seconds: float, cpu_seconds: float) -> dict:
+    """img/s of wall time, and img per CPU-second of the training process (its threads, not the loader workers).
+
+    On a shared, oversubscribed machine wall time mostly measures the neighbours; the training
+    process's own CPU time measures the work it did, including any framework overhead.
+    """
+    return {"images": images, "seconds": seconds, "img_per_s": images / seconds, "cpu_seconds": cpu_seconds,
+            "img_per_cpu_s": images / cpu_seconds}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo += _children(p)
+    return pids
+
+
+def _kib(path: Path, field: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory_mib(pid: int) -> dict[str, float]:
+    """RSS and PSS summed over a process and all its descendants (DataLoader workers), in MiB."""
+    pids = process_tree(pid)
+    rss = sum(_kib(Path(f"/proc/{p}/status"), "VmRSS:") for p in pids)
+    pss = sum(_kib(Path(f"/proc/{p}/smaps_rollup"), "Pss:") for p in pids)
+    return {"rss_mib": rss / 1024, "pss_mib": pss / 1024, "processes": len(pids)}
+
+
+class PeakMemory:
+    """Context manager sampling the process tree's memory every `interval` s; keeps the peaks."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.2) -> None:
+        import os
+
+        self.pid = pid or os.getpid()
+        self.interval = interval
+        self.peak = {"rss_mib": 0.0, "pss_mib": 0.0, "processes": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        now = tree_memory_mib(self.pid)
+        for k, v in now.items():
+            self.peak[k] = max(self.peak[k], v)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
