@@ -41,7 +41,7 @@ def gaussian_noise(img, severity, rng):
 
 def defocus_blur(img, severity, rng):
     """Out-of-focus objective: convolution with an anti-aliased disk (continuous radius)."""
-    radius = _scale(img, (1.0, 1.7, 2.5, 3.5, 5.0)[severity - 1])
+    radius = _scale(img, (1.5, 2.2, 3.0, 4.0, 5.5)[severity - 1])
     r = int(np.ceil(radius + 0.5))
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     kernel = np.clip(radius + 0.5 - np.sqrt(xx**2 + yy**2), 0.0, 1.0).astype(np.float32)
@@ -121,7 +121,7 @@ def saturation_down(img, severity, rng):
 
 def hue_shift(img, severity, rng):
     """White balance or a different stain batch: hue rotated (direction random)."""
-    degrees = (6, 12, 20, 30, 45)[severity - 1] * (1 if rng.random() < 0.5 else -1)
+    degrees = (8, 16, 28, 44, 64)[severity - 1] * (1 if rng.random() < 0.5 else -1)
     hsv = _hsv(img)
     hsv[..., 0] = np.mod(hsv[..., 0] + degrees * 256.0 / 360.0, 256.0)
     return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
