@@ -62,7 +62,7 @@ def average_probs(probs: list[np.ndarray], weights: list[float] | None = None) -
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
-    """Equal-width confidence bins over (0, 1]: count, mean confidence and accuracy per bin.
+    """Equal-width confidence bins over (0, 1]: count, mean confidence and accuracy per bin (None when empty).
 
     Confidence is the top-class probability; a sample with confidence c lands in the bin whose
     upper edge is the first ≥ c (so 1.0 falls in the last bin).
@@ -79,7 +79,8 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) ->
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_conf = np.where(count > 0, conf_sum / count, np.nan)
         accuracy = np.where(count > 0, acc_sum / count, np.nan)
-    return {"edges": edges.tolist(), "count": count.tolist(), "confidence": mean_conf.tolist(), "accuracy": accuracy.tolist()}
+    as_list = lambda a: [None if np.isnan(v) else float(v) for v in a]  # noqa: E731  (JSON has no NaN)
+    return {"edges": edges.tolist(), "count": count.tolist(), "confidence": as_list(mean_conf), "accuracy": as_list(accuracy)}
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -88,7 +89,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     count = np.asarray(bins["count"], dtype=np.float64)
     if count.sum() == 0:
         return float("nan")
-    gap = np.abs(np.nan_to_num(np.asarray(bins["accuracy"])) - np.nan_to_num(np.asarray(bins["confidence"])))
+    gap = np.abs(np.nan_to_num(np.asarray(bins["accuracy"], dtype=float)) - np.nan_to_num(np.asarray(bins["confidence"], dtype=float)))
     return float((count * gap).sum() / count.sum())
 
 

@@ -239,6 +239,8 @@ def evaluate(ckpts: list[str], data_cfg: Any | None = None, split: str = "auto",
     if (output_dir / "metrics.json").exists() and not overwrite:
         raise ConfigError(f"{output_dir / 'metrics.json'} already exists; choose another output_dir or pass overwrite=true.")
     tta_views(tta)  # validate before the slow part
+    if benchmark_dir:
+        read_manifest(benchmark_dir)
     members = load_members(ckpts, weights)
     classes = members[0].module.classes
     dev = resolve_device(device)
