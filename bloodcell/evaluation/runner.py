@@ -296,8 +296,9 @@ def evaluate(ckpts: list[str], data_cfg: Any | None = None, split: str = "auto",
 
 def evaluate_checkpoint(ckpt: str, data_cfg: Any | None, split: str, output_dir: str | Path, device: str = "auto",
                         loader_overrides: dict | None = None) -> dict:
-    """One checkpoint, no extras (what train.py runs after fitting)."""
-    return evaluate([ckpt], data_cfg, split, output_dir, device, loader_overrides)
+    """One checkpoint, no extras (what train.py runs after fitting). It may refresh the run's own eval/
+    folder: a run resumed into its own directory re-evaluates its new best checkpoint."""
+    return evaluate([ckpt], data_cfg, split, output_dir, device, loader_overrides, overwrite=True)
 
 
 def _as_list(value: Any) -> list | None:
