@@ -14,12 +14,13 @@ def options(group: str) -> list[str]:
 
 
 CASES = [(g, o) for g in GROUPS for o in options(g)]
+CONFIG_FOR_GROUP = {"bmk": "benchmark_sets"}  # groups that belong to another top-level config than train
 
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_group_option_composes(compose_cfg, group, option):
     extra = {"folder": ["data.root=/tmp/x"], "npz": ["data.path=/tmp/x.npz"]}.get(option, []) if group == "data" else []
-    cfg = compose_cfg([f"{group}={option}", *extra])
+    cfg = compose_cfg([f"{group}={option}", *extra], config_name=CONFIG_FOR_GROUP.get(group, "train"))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["paths"]["output_dir"]
     if group == "data":

@@ -59,3 +59,58 @@ def average_probs(probs: list[np.ndarray], weights: list[float] | None = None) -
         raise ValueError(f"ensemble weights {list(w)} must be {len(probs)} non-negative numbers with a positive sum")
     w = w / w.sum()
     return np.tensordot(w, np.stack([np.asarray(p, dtype=np.float64) for p in probs]), axes=1)
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
+    """Equal-width confidence bins over (0, 1]: count, mean confidence and accuracy per bin (None when empty).
+
+    Confidence is the top-class probability; a sample with confidence c lands in the bin whose
+    upper edge is the first ≥ c (so 1.0 falls in the last bin).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    acc_sum = np.bincount(idx, weights=correct.astype(np.float64), minlength=n_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_conf = np.where(count > 0, conf_sum / count, np.nan)
+        accuracy = np.where(count > 0, acc_sum / count, np.nan)
+    as_list = lambda a: [None if np.isnan(v) else float(v) for v in a]  # noqa: E731  (JSON has no NaN)
+    return {"edges": edges.tolist(), "count": count.tolist(), "confidence": as_list(mean_conf), "accuracy": as_list(accuracy)}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE = Σ_bins (n_b / N) · |accuracy_b − confidence_b| over equal-width confidence bins."""
+    bins = reliability_bins(probs, labels, n_bins)
+    count = np.asarray(bins["count"], dtype=np.float64)
+    if count.sum() == 0:
+        return float("nan")
+    gap = np.abs(np.nan_to_num(np.asarray(bins["accuracy"], dtype=float)) - np.nan_to_num(np.asarray(bins["confidence"], dtype=float)))
+    return float((count * gap).sum() / count.sum())
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean −log p(true class), probabilities floored at 1e-12."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), np.asarray(labels)], 1e-12, None)).mean())
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T): for a single model equal to softmax(logits / T); works on ensemble averages too."""
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)) / float(temperature)
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T in [0.05, 20] minimising the NLL of `apply_temperature(probs, T)` (fit on val)."""
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda log_t: negative_log_likelihood(apply_temperature(probs, np.exp(log_t)), labels),
+                          bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
