@@ -160,9 +160,11 @@ def test_optuna_search_space_config(tmp_path):
     assert {"optim.optimizer.lr", "optim.optimizer.weight_decay", "model.head.dropout", "model.head.hidden",
             "mix.mixup_alpha", "augment"} <= set(params)
     # every searched key exists in the composed config (a typo would only fail at sweep time otherwise)
+    # (augment.* keys are checked with the augment config the search fixes, e.g. pipeline's magnitude)
+    with_augment = compose_train(["hparams_search=optuna", f"augment={params['augment']}"], tmp_path, hydra=True)
     for key in params:
         if key != "augment":
-            assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
+            assert OmegaConf.select(with_augment, key, default="<missing>") != "<missing>", key
     # a preset chooses data/model/budget; the search space still comes from hparams_search
     small = compose_train(["experiment=cpu_small_search", "hparams_search=optuna"], tmp_path, hydra=True)
     assert small.task_name == "cpu_small_search" and small.hydra.sweeper.study_name == "cpu_small_search"

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 from bloodcell.errors import ConfigError
 
@@ -38,6 +39,17 @@ class EMAWeights(WeightAveraging):
             return
         weight = 1.0 - ema_decay(self.decay, int(n_averaged), self.warmup)
         torch._foreach_lerp_(averaged, current, weight)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """Restore the raw weights only to resume fitting.
+
+        Lightning's WeightAveraging reloads `current_model_state` (the raw weights) into the model on
+        every load once it has an averaged model, so `trainer.test(ckpt_path=best)` after `fit` would
+        test the raw weights; testing, validating and predicting must see the EMA `state_dict`.
+        """
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 def ema_callback(cfg: dict[str, Any] | None) -> EMAWeights | None:

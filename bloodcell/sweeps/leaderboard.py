@@ -197,7 +197,7 @@ def ensemble_command(rows: list[dict], top_k: int) -> str | None:
     ckpts = [r["best_checkpoint"] for r in rows if r["rank"] != "" and r["best_checkpoint"]][:top_k]
     if len(ckpts) < 2:
         return None
-    # quoted list items: checkpoint names such as best-epoch=012.ckpt hold '=' that Hydra's grammar rejects unquoted
+    # quoted list items: a path holding '=' or other Hydra syntax would be rejected unquoted
     return "python evaluate.py " + shlex.quote("ckpt=[" + ",".join(json.dumps(c) for c in ckpts) + "]")
 
 
