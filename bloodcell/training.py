@@ -169,7 +169,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("evaluate") and best and len(dm.splits["test"]):
         from bloodcell.evaluation.runner import evaluate_checkpoint
 
-        evaluate_checkpoint(best, None, "test", output_dir / "eval", device="auto", loader_overrides={"num_workers": 0})
+        evaluate_checkpoint(best, None, "test", output_dir / "eval", device="auto", loader_overrides={"eval_num_workers": 0})
         summary["evaluation"] = str(output_dir / "eval" / "metrics.json")
     summary["metrics"] = metrics
     write_json(summary, output_dir / "summary.json")

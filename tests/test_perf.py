@@ -112,6 +112,8 @@ def test_loader_settings_reach_dataloader(compose_cfg):
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.num_workers == 1 and loader.pin_memory and loader.persistent_workers
+    # evaluation loaders read plain memory-map slices: no worker processes (they would only cost memory)
+    assert dm.val_dataloader().num_workers == 0 and not dm.val_dataloader().persistent_workers
 
 
 def test_ddp_launch_guard():

@@ -322,6 +322,8 @@ def run(cfg: DictConfig) -> dict:
     overrides = {k: cfg[k] for k in ("num_workers", "batch_size") if cfg.get(k) is not None}
     if "batch_size" in overrides:
         overrides["eval_batch_size"] = overrides.pop("batch_size")
+    if "num_workers" in overrides:
+        overrides["eval_num_workers"] = overrides.pop("num_workers")
     weights = _as_list(cfg.get("weights"))
     return evaluate([str(c) for c in ckpts], data_cfg if data_cfg else None, cfg.get("split", "auto"), cfg.output_dir, cfg.get("device", "auto"),
                     overrides, [float(w) for w in weights] if weights else None, cfg.get("tta", "none"), bool(cfg.get("calibrate", False)),
