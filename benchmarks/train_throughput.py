@@ -138,7 +138,10 @@ def run_framework(cfg: DictConfig, warmup: int, steps: int, label: str) -> dict:
 def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repeats: int) -> dict:
     cfg = compose_train_cfg([
         f"model={model}", "test=false", "evaluate=false", "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
-        "trainer.limit_val_batches=1", *overrides,
+        "trainer.limit_val_batches=1",
+        # the plain loop trains every layer with no weight averaging: the framework must do the same work
+        # (a staged config's frozen first phase would otherwise make the framework look several times faster)
+        "model.freeze=false", "model.ema.enabled=false", *overrides,
     ])
     device = pick_device(cfg)
     dm = build_datamodule(cfg)
