@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from bloodcell.checkpoint import load_module
@@ -26,6 +26,7 @@ from bloodcell.data.images import IMAGE_SUFFIXES, ImageReadError, read_image, re
 from bloodcell.errors import CheckpointError, ConfigError, DataError
 from bloodcell.evaluation.metrics import average_probs
 from bloodcell.evaluation.report import write_json
+from bloodcell.evaluation.runner import as_list
 from bloodcell.module import BloodCellModule, to_plain
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,7 @@ def list_files(root: str | Path) -> list[Path]:
 
 def as_checkpoint_list(ckpt: Any) -> list[str]:
     """`ckpt=a.ckpt` or `ckpt=[a.ckpt,b.ckpt]` → list of paths."""
-    if isinstance(ckpt, (ListConfig, DictConfig)):
-        ckpt = OmegaConf.to_container(ckpt, resolve=True)
-    items = list(ckpt) if isinstance(ckpt, (list, tuple)) else [ckpt]
+    items = as_list(ckpt) or []
     if not items or any(c in (None, "", "???") for c in items):
         raise ConfigError("ckpt is required: python evaluate.py ckpt=PATH predict_dir=DIR (or ckpt=[A,B] for an ensemble).")
     return [str(c) for c in items]

@@ -301,7 +301,8 @@ def evaluate_checkpoint(ckpt: str, data_cfg: Any | None, split: str, output_dir:
     return evaluate([ckpt], data_cfg, split, output_dir, device, loader_overrides, overwrite=True)
 
 
-def _as_list(value: Any) -> list | None:
+def as_list(value: Any) -> list | None:
+    """A config value given as one item or a list (`ckpt=a` or `ckpt=[a,b]`) → list; None stays None."""
     if value is None:
         return None
     if OmegaConf.is_config(value):
@@ -315,7 +316,7 @@ def run(cfg: DictConfig) -> dict:
         from bloodcell.predict import run_predict
 
         return run_predict(cfg)
-    ckpts = _as_list(cfg.get("ckpt"))
+    ckpts = as_list(cfg.get("ckpt"))
     if not ckpts or ckpts[0] in (None, "", "???"):
         raise ConfigError("ckpt is required: python evaluate.py ckpt=PATH/TO/checkpoints/best.ckpt (or ckpt=[a.ckpt,b.ckpt])")
     data_cfg = cfg.get("data")
@@ -324,7 +325,7 @@ def run(cfg: DictConfig) -> dict:
         overrides["eval_batch_size"] = overrides.pop("batch_size")
     if "num_workers" in overrides:
         overrides["eval_num_workers"] = overrides.pop("num_workers")
-    weights = _as_list(cfg.get("weights"))
+    weights = as_list(cfg.get("weights"))
     return evaluate([str(c) for c in ckpts], data_cfg if data_cfg else None, cfg.get("split", "auto"), cfg.output_dir, cfg.get("device", "auto"),
                     overrides, [float(w) for w in weights] if weights else None, cfg.get("tta", "none"), bool(cfg.get("calibrate", False)),
                     int(cfg.get("ece_bins", 15)), cfg.get("benchmark_dir"), cfg.paths.get("cache_dir"), bool(cfg.get("overwrite", False)))
