@@ -1,4 +1,4 @@
-"""Collect scripts/measure_pbc128.sh results into OUT/results.md (+ results.json): one row per model/ensemble."""
+"""Collect scripts/measure_pbc128.sh or measure_transfer.sh results into OUT/results.md (+ results.json): one row per model/ensemble."""
 from __future__ import annotations
 
 import json
