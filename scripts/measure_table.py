@@ -36,6 +36,36 @@ def main(out: Path) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))
+    plot_val_curves(out, [r["model"] for r in rows])
+
+
+def plot_val_curves(out: Path, names: list[str]) -> None:
+    """OUT/val_curves.png: validation accuracy per epoch of every trained run (from its CSV log)."""
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in names:
+        logs = sorted((out / name / "logs").rglob("metrics.csv")) if (out / name / "logs").is_dir() else []
+        if not logs:
+            continue
+        points = {}
+        for path in logs:  # a resumed run has one CSV per part; later rows win
+            for row in csv.DictReader(path.open()):
+                if row.get("val/acc"):
+                    points[int(row["epoch"]) + 1] = float(row["val/acc"])
+        if points:
+            ax.plot(list(points), list(points.values()), marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "val_curves.png", dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
