@@ -14,10 +14,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import bloodcell  # noqa: F401  (registers config resolvers)
+from bloodcell.config import compose
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,8 +26,7 @@ RESULTS: dict[str, dict] = {}
 
 def compose_train_cfg(overrides: Sequence[str]) -> DictConfig:
     """The real training config (conf/train.yaml) with command-line style overrides."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose("train", overrides)
 
 
 def synchronize(device: torch.device | str) -> None:

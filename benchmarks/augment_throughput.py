@@ -26,7 +26,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bloodcell.augment import build_train_transform  # noqa: E402
-from bloodcell.augment.preview import compose_train_cfg  # noqa: E402
+from bloodcell.config import compose  # noqa: E402
 from bloodcell.data.images import read_image, resize_image  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def main() -> None:
     print(f"{'augment':<12} {'no decode/core':>15} {'no decode/wall':>15} {'decode/core':>12} {'decode/wall':>12}")
     rows = []
     for name in args.configs:
-        cfg = compose_train_cfg([f"augment={name}"])
+        cfg = compose("train", [f"augment={name}", "data=sample", "paths.output_dir=/tmp"])
         transform = build_train_transform(cfg.augment, seed=0)
         apply = (lambda img: img) if transform is None else (lambda img: transform(image=img)["image"])
         apply(decoded[0].copy())  # warm-up (imports, LUT caches)

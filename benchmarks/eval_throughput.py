@@ -2,7 +2,7 @@
 
     python benchmarks/eval_throughput.py --ckpt outputs/train/<run>/checkpoints/last.ckpt [--split test --repeats 5 --device auto]
 
-"evaluate path" = bloodcell.evaluation.runner.ensemble_predict with one member (data module from the
+"evaluate path" = bloodcell.evaluation.inference.ensemble_predict with one member (data module from the
 checkpoint, cached split, predict_probs with softmax to numpy, id alignment). "plain" = a bare loop
 over a DataLoader of the same cached split calling the same module. Runs alternate; the best of
 `--repeats` each is compared. Target: ratio ≥ 0.97.
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bloodcell.checkpoint import load_module  # noqa: E402
-from bloodcell.evaluation.runner import Member, datamodule_for, ensemble_predict, resolve_device  # noqa: E402
+from bloodcell.evaluation.inference import InferenceSettings, Member, datamodule_for, ensemble_predict, resolve_device  # noqa: E402
 
 
 def plain_loop(module, loader, device) -> int:
@@ -50,7 +50,8 @@ def main() -> None:
     dm, _ = datamodule_for(module, None, overrides)
     n = len(dm.dataset(args.split))
     member = [Member(args.ckpt, module)]
-    ensemble_predict(member, None, args.split, overrides, device, progress=False)  # warm-up: caches, page cache, kernels
+    how = InferenceSettings(device, loader_overrides=overrides, progress=False)
+    ensemble_predict(member, None, args.split, how)  # warm-up: caches, page cache, kernels
     plain_loop(module, dm.predict_loader(args.split), device)
 
     best = {"evaluate": float("inf"), "plain": float("inf")}
@@ -60,16 +61,21 @@ def main() -> None:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             if name == "evaluate":
-                ensemble_predict(member, None, args.split, overrides, device, progress=False)
+                ensemble_predict(member, None, args.split, how)
             else:
                 plain_loop(module, datamodule_for(module, None, overrides)[0].predict_loader(args.split), device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best[name] = min(best[name], time.perf_counter() - t0)
     ips = {k: n / v for k, v in best.items()}
-    print(f"device={device} images={n} split={args.split} image_size={module.hparams.image_size} batch={args.batch_size} workers={args.num_workers}")
-    print(f"evaluate path: {ips['evaluate']:.1f} img/s   plain no_grad loop: {ips['plain']:.1f} img/s   "
-          f"ratio evaluate/plain = {ips['evaluate'] / ips['plain']:.3f} (target >= 0.97)")
+    print(
+        f"device={device} images={n} split={args.split} image_size={module.hparams.image_size} "
+        f"batch={args.batch_size} workers={args.num_workers}"
+    )
+    print(
+        f"evaluate path: {ips['evaluate']:.1f} img/s   plain no_grad loop: {ips['plain']:.1f} img/s   "
+        f"ratio evaluate/plain = {ips['evaluate'] / ips['plain']:.3f} (target >= 0.97)"
+    )
 
 
 if __name__ == "__main__":

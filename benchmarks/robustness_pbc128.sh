@@ -25,7 +25,7 @@ train m1 $M1
 train m2 $M2
 train m3 $M3
 # the test split of the same source and split settings, stored at 128 px (members resize to their own size)
-python -m bloodcell.evaluation.benchmark_sets data=$DATA data.image_size=128 out=$BENCH seed=0 $BENCH_ARGS
+python -m bloodcell.tools.benchmark_sets data=$DATA data.image_size=128 out=$BENCH seed=0 $BENCH_ARGS
 # quote checkpoint paths for Hydra as 'PATH' (safe for any path, e.g. one holding '=')
 python evaluate.py ckpt="'$(best m1)'" benchmark_dir=$BENCH $EVAL_ARGS hydra.run.dir=$OUT/eval_single
 python evaluate.py "ckpt=['$(best m1)','$(best m2)','$(best m3)']" benchmark_dir=$BENCH $EVAL_ARGS hydra.run.dir=$OUT/eval_ensemble3

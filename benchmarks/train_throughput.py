@@ -35,7 +35,8 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from benchmarks._common import RESULTS, PeakMemory, compose_train_cfg, median, rates, synchronize  # noqa: E402
 from bloodcell.augment.gpu import build_batch_augment  # noqa: E402
-from bloodcell.module import build_model_from_cfg, to_plain  # noqa: E402
+from bloodcell.config import to_plain  # noqa: E402
+from bloodcell.module import build_model_from_cfg  # noqa: E402
 from bloodcell.optim import warmup_cosine  # noqa: E402
 from bloodcell.training import build_datamodule, train  # noqa: E402
 
@@ -62,13 +63,13 @@ def plain_setup(cfg: DictConfig, device: torch.device, total_steps: int):
     optimizer = instantiate(opt_cfg, _partial_=True)(model)
     sched = to_plain(cfg.optim.get("scheduler") or {})
     scheduler = None
-    if sched and sched.get("name", "warmup_cosine") not in (None, "none"):
-        scheduler = warmup_cosine(optimizer, total_steps, 0, float(sched.get("min_lr_ratio", 0.01)), float(sched.get("warmup_start_ratio", 0.01)))
+    if sched and sched.get("name") not in (None, "none"):
+        scheduler = warmup_cosine(optimizer, total_steps, 0, float(sched["min_lr_ratio"]), float(sched["warmup_start_ratio"]))
     mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(model.std, device=device).view(1, 3, 1, 1) * 255
     batch_aug = build_batch_augment(cfg.get("batch_augment"))
     autocast_dtype = AUTOCAST.get(str(cfg.trainer.precision))
-    smoothing = float((cfg.get("loss") or {}).get("label_smoothing", 0.0))
+    smoothing = float(cfg.loss.label_smoothing)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -129,20 +130,33 @@ def run_framework(cfg: DictConfig, warmup: int, steps: int, label: str) -> dict:
     cfg = cfg.copy()
     with tempfile.TemporaryDirectory(prefix="bloodcell-bench-") as out:
         OmegaConf.update(cfg, "paths.output_dir", out, force_add=True)
-        OmegaConf.update(cfg, "callbacks.step_timer", {"_target_": "benchmarks._common.StepTimer", "warmup_steps": warmup, "label": label}, force_add=True)
+        OmegaConf.update(
+            cfg,
+            "callbacks.step_timer",
+            {"_target_": "benchmarks._common.StepTimer", "warmup_steps": warmup, "label": label},
+            force_add=True,
+        )
         RESULTS.pop(label, None)
         train(cfg)
     return RESULTS[label]
 
 
 def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repeats: int) -> dict:
-    cfg = compose_train_cfg([
-        f"model={model}", "test=false", "evaluate=false", "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
-        "trainer.limit_val_batches=1",
-        # the plain loop trains every layer with no weight averaging: the framework must do the same work
-        # (a staged config's frozen first phase would otherwise make the framework look several times faster)
-        "model.freeze=false", "model.ema.enabled=false", *overrides,
-    ])
+    cfg = compose_train_cfg(
+        [
+            f"model={model}",
+            "test=false",
+            "evaluate=false",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={steps}",
+            "trainer.limit_val_batches=1",
+            # the plain loop trains every layer with no weight averaging: the framework must do the same work
+            # (a staged config's frozen first phase would otherwise make the framework look several times faster)
+            "model.freeze=false",
+            "model.ema.enabled=false",
+            *overrides,
+        ]
+    )
     device = pick_device(cfg)
     dm = build_datamodule(cfg)
     dm.prepare_data()
@@ -154,7 +168,10 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
             for kind in order:
                 res = run_plain(cfg, dm, device, warmup, steps) if kind == "plain" else run_framework(cfg, warmup, steps, f"{model}-{r}")
                 runs[kind].append(res)
-                print(f"  [{model}] repeat {r + 1}/{repeats} {kind:9s} {res['img_per_s']:8.1f} img/s  {res['img_per_cpu_s']:8.1f} img/CPU-s", flush=True)
+                print(
+                    f"  [{model}] repeat {r + 1}/{repeats} {kind:9s} {res['img_per_s']:8.1f} img/s  {res['img_per_cpu_s']:8.1f} img/CPU-s",
+                    flush=True,
+                )
     plain = [x["img_per_s"] for x in runs["plain"]]
     framework = [x["img_per_s"] for x in runs["framework"]]
     cpu_a, cpu_b = (median([x["img_per_cpu_s"] for x in runs[k]]) for k in ("plain", "framework"))
@@ -162,15 +179,30 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
     compute = median([run_model_only(cfg, dm, device, warmup, steps)["img_per_s"] for _ in range(max(1, repeats // 2))])
     a, b = median(plain), median(framework)
     return {
-        "model": model, "device": str(device), "image_size": int(cfg.data.image_size), "batch_size": int(cfg.data.batch_size),
-        "num_workers": int(cfg.data.num_workers), "precision": str(cfg.trainer.precision), "train_images": len(dm.splits["train"]),
-        "steps": steps, "warmup": warmup, "repeats": repeats,
-        "plain_img_per_s": a, "framework_img_per_s": b, "ratio": b / a,
-        "plain_img_per_cpu_s": cpu_a, "framework_img_per_cpu_s": cpu_b, "cpu_ratio": cpu_b / cpu_a,
-        "plain_runs": runs["plain"], "framework_runs": runs["framework"],
-        "loader_img_per_s": loader, "model_img_per_s": compute,
+        "model": model,
+        "device": str(device),
+        "image_size": int(cfg.data.image_size),
+        "batch_size": int(cfg.data.batch_size),
+        "num_workers": int(cfg.data.num_workers),
+        "precision": str(cfg.trainer.precision),
+        "train_images": len(dm.splits["train"]),
+        "steps": steps,
+        "warmup": warmup,
+        "repeats": repeats,
+        "plain_img_per_s": a,
+        "framework_img_per_s": b,
+        "ratio": b / a,
+        "plain_img_per_cpu_s": cpu_a,
+        "framework_img_per_cpu_s": cpu_b,
+        "cpu_ratio": cpu_b / cpu_a,
+        "plain_runs": runs["plain"],
+        "framework_runs": runs["framework"],
+        "loader_img_per_s": loader,
+        "model_img_per_s": compute,
         "bottleneck": "loader" if loader < compute else "model",
-        "peak_rss_mib": mem.peak["rss_mib"], "peak_pss_mib": mem.peak["pss_mib"], "max_processes": mem.peak["processes"],
+        "peak_rss_mib": mem.peak["rss_mib"],
+        "peak_pss_mib": mem.peak["pss_mib"],
+        "max_processes": mem.peak["processes"],
     }
 
 
@@ -190,12 +222,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for model in args.models.split(","):
         results.append(bench_model(model, overrides, args.warmup, args.steps, args.repeats))
     print(f"\noverrides: {' '.join(overrides)}   torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'model':14s} {'plain':>9s} {'lightning':>10s} {'ratio':>6s} {'cpu_ratio':>9s} {'loader':>9s} {'model':>9s} {'bottleneck':>10s} {'peakRSS':>8s} {'peakPSS':>8s}")
+    print(
+        f"{'model':14s} {'plain':>9s} {'lightning':>10s} {'ratio':>6s} {'cpu_ratio':>9s} "
+        f"{'loader':>9s} {'model':>9s} {'bottleneck':>10s} {'peakRSS':>8s} {'peakPSS':>8s}"
+    )
     for r in results:
-        print(f"{r['model']:14s} {r['plain_img_per_s']:9.1f} {r['framework_img_per_s']:10.1f} {r['ratio']:6.3f} {r['cpu_ratio']:9.3f} "
-              f"{r['loader_img_per_s']:9.1f} {r['model_img_per_s']:9.1f} {r['bottleneck']:>10s} {r['peak_rss_mib']:7.0f}M {r['peak_pss_mib']:7.0f}M")
-    print("(img/s of wall time, medians; ratio = lightning / plain; cpu_ratio = the same in images per CPU-second of the training"
-          " process; loader = DataLoader alone, model = steps on a resident batch; peak RSS/PSS summed over the process and its workers)")
+        print(
+            f"{r['model']:14s} {r['plain_img_per_s']:9.1f} {r['framework_img_per_s']:10.1f} {r['ratio']:6.3f} {r['cpu_ratio']:9.3f} "
+            f"{r['loader_img_per_s']:9.1f} {r['model_img_per_s']:9.1f} {r['bottleneck']:>10s} "
+            f"{r['peak_rss_mib']:7.0f}M {r['peak_pss_mib']:7.0f}M"
+        )
+    print(
+        "(img/s of wall time, medians; ratio = lightning / plain; cpu_ratio = the same in images per CPU-second of the training"
+        " process; loader = DataLoader alone, model = steps on a resident batch; peak RSS/PSS summed over the process and its workers)"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import bloodcell  # noqa: E402,F401
+from bloodcell.config import compose  # noqa: E402
 from bloodcell.models.finetune import FinetunePlan  # noqa: E402
 from bloodcell.training import build_datamodule, build_module  # noqa: E402
 
@@ -33,8 +32,7 @@ def timed(fn, n: int) -> tuple[float, float]:
 def main(argv: list[str]) -> None:
     steps = int(next((a.split("=", 1)[1] for a in argv if a.startswith("steps=")), 10))
     overrides = [a for a in argv if not a.startswith("steps=")] + ["data.num_workers=0"]
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose("train", overrides)
     torch.manual_seed(0)
     dm = build_datamodule(cfg)
     dm.prepare_data()

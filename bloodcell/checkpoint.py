@@ -7,25 +7,13 @@ from typing import Any
 
 import torch
 
+from bloodcell.config import check_trusted_targets
 from bloodcell.errors import CheckpointError
-from bloodcell.module import TRUSTED_TARGET_PREFIXES, BloodCellModule
+from bloodcell.module import BloodCellModule
 
 # Model-config keys that fetch initial weights; irrelevant (and possibly offline-breaking) when the
 # checkpoint's state_dict supplies every weight.
 WEIGHT_SOURCE_KEYS = {"pretrained": False, "weights": None, "weights_source": None}
-
-
-def check_trusted_targets(cfg: Any, where: str) -> None:
-    """Refuse any `_target_` outside bloodcell in a config read from a file (no arbitrary code)."""
-    if isinstance(cfg, dict):
-        target = cfg.get("_target_")
-        if target is not None and not str(target).startswith(TRUSTED_TARGET_PREFIXES):
-            raise CheckpointError(f"{where}: _target_={target!r} is not a bloodcell class; refusing to instantiate it.")
-        for v in cfg.values():
-            check_trusted_targets(v, where)
-    elif isinstance(cfg, list):
-        for v in cfg:
-            check_trusted_targets(v, where)
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -11,31 +11,24 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bloodcell.augment.gpu import build_batch_augment
+from bloodcell.config import check_trusted_targets, require_keys, to_plain
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
 from bloodcell.optim import check_optimizer_name, warmup_cosine
 
 CHECKPOINT_FORMAT = 1
-TRUSTED_TARGET_PREFIXES = ("bloodcell.",)
-
-
-def to_plain(cfg: Any) -> Any:
-    """OmegaConf → plain dicts/lists (checkpoints must hold only primitives to load with weights_only=True)."""
-    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
+MIX_KEYS = ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "mode", "label_smoothing", "off_last_epochs")  # conf/train.yaml mix.*
 
 
 def build_model_from_cfg(model_cfg: dict, num_classes: int, **overrides: Any) -> torch.nn.Module:
     """Instantiate a model config; only bloodcell factories may be named (checkpoints can be untrusted)."""
-    target = str(model_cfg.get("_target_", ""))
-    if not target.startswith(TRUSTED_TARGET_PREFIXES):
-        raise CheckpointError(f"model._target_={target!r} is not a bloodcell model factory; refusing to instantiate it.")
+    if "_target_" not in model_cfg:
+        raise CheckpointError("the model config has no _target_ (a bloodcell model factory); compose it from conf/model/.")
+    check_trusted_targets(model_cfg, "model config")
     build_cfg, _ = split_model_cfg(model_cfg)  # training options (freeze, ema, ...) are not factory arguments
     return instantiate({**build_cfg, **overrides}, num_classes=num_classes, _convert_="all")
 
@@ -56,6 +49,8 @@ def make_metrics(num_classes: int, prefix: str, validate_args: bool = True) -> M
 
 
 class BloodCellModule(L.LightningModule):
+    """The LightningModule: uint8 batch → normalise on device → classifier → loss and metrics; checkpoints carry its preprocessing."""
+
     def __init__(
         self,
         model: dict,
@@ -83,7 +78,8 @@ class BloodCellModule(L.LightningModule):
         self.register_buffer("std", torch.tensor(self.model.std).view(1, 3, 1, 1) * 255.0, persistent=False)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
-        self.label_smoothing = float((loss or {}).get("label_smoothing", 0.0))
+        # no loss block (a hand-built module) means plain cross-entropy; otherwise conf/train.yaml's loss.* keys
+        self.label_smoothing = float(require_keys(loss, ("label_smoothing",), "loss")["label_smoothing"]) if loss else 0.0
         self.mixer = self._build_mixer(mix or {})
         self.jsd_loss = self._build_jsd(jsd, weights)
         self.batch_augment = build_batch_augment(batch_augment)
@@ -96,20 +92,15 @@ class BloodCellModule(L.LightningModule):
 
     # -- pieces ---------------------------------------------------------------------------
     def _build_mixer(self, mix: dict):
-        """timm Mixup (CutMix/MixUp with soft, smoothed targets) when mix.enabled."""
-        if not mix.get("enabled", False):
+        """timm Mixup (CutMix/MixUp with soft, smoothed targets) when mix.enabled; its settings come from conf/train.yaml."""
+        if not mix.get("enabled"):
             return None
         from timm.data import Mixup
 
-        return Mixup(
-            mixup_alpha=float(mix.get("mixup_alpha", 0.8)),
-            cutmix_alpha=float(mix.get("cutmix_alpha", 1.0)),
-            prob=float(mix.get("prob", 1.0)),
-            switch_prob=float(mix.get("switch_prob", 0.5)),
-            mode=str(mix.get("mode", "batch")),
-            label_smoothing=float(mix.get("label_smoothing", 0.1)),
-            num_classes=len(self.classes),
-        )
+        m = require_keys(mix, MIX_KEYS, "mix")
+        return Mixup(mixup_alpha=float(m["mixup_alpha"]), cutmix_alpha=float(m["cutmix_alpha"]), prob=float(m["prob"]),
+                     switch_prob=float(m["switch_prob"]), mode=str(m["mode"]), label_smoothing=float(m["label_smoothing"]),
+                     num_classes=len(self.classes))
 
     def _build_jsd(self, jsd: dict | None, class_weights: torch.Tensor | None):
         """timm JsdCrossEntropy (AugMix consistency) when the augment config's jsd is enabled.
@@ -119,18 +110,21 @@ class BloodCellModule(L.LightningModule):
         if not jsd:
             return None
         if self.mixer is not None:
-            raise ConfigError("augment.jsd.enabled=true cannot be combined with mix.enabled=true (timm's JSD loss needs hard labels); switch one off.")
+            raise ConfigError(
+                "augment.jsd.enabled=true cannot be combined with mix.enabled=true (timm's JSD loss needs hard labels); switch one off."
+            )
         if class_weights is not None:
             raise ConfigError("augment.jsd.enabled=true does not support data.balance=class_weights; use data.balance=oversample or none.")
         from timm.loss import JsdCrossEntropy
 
-        return JsdCrossEntropy(num_splits=3, alpha=float(jsd.get("alpha", 12)), smoothing=self.label_smoothing)
+        alpha = require_keys(jsd, ("alpha",), "augment.jsd")["alpha"]
+        return JsdCrossEntropy(num_splits=3, alpha=float(alpha), smoothing=self.label_smoothing)
 
     def mixing_active(self) -> bool:
         """Mixing runs except during the last `mix.off_last_epochs` epochs (clean fine-tuning at the end)."""
         if self.mixer is None:
             return False
-        off = int(self.hparams.mix.get("off_last_epochs", 0))
+        off = int(self.hparams.mix["off_last_epochs"])  # present: _build_mixer required it
         max_epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else None
         return not (off and max_epochs is not None and max_epochs > 0 and self.current_epoch >= max_epochs - off)
 
@@ -213,8 +207,8 @@ class BloodCellModule(L.LightningModule):
         plan = FinetunePlan.from_model_cfg(self.hparams.model)
         if not plan.needs_param_groups:
             return self.model
-        opt_cfg = self.hparams.optim.get("optimizer", {})
-        return plan.param_groups(self.model, lr=float(opt_cfg.get("lr", 1e-3)), weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
+        opt = require_keys(self.hparams.optim.get("optimizer"), ("lr", "weight_decay"), "optim.optimizer")
+        return plan.param_groups(self.model, lr=float(opt["lr"]), weight_decay=float(opt["weight_decay"]))
 
     def configure_optimizers(self):
         optim = self.hparams.optim
@@ -224,12 +218,13 @@ class BloodCellModule(L.LightningModule):
         check_optimizer_name(str(opt_cfg["opt"]))
         optimizer = instantiate(opt_cfg, _partial_=True, _convert_="all")(self.optimizer_params())
         sched = dict(optim.get("scheduler") or {})
-        if not sched or sched.get("name", "warmup_cosine") in (None, "none"):
+        if not sched or require_keys(sched, ("name",), "optim.scheduler")["name"] in (None, "none"):
             return optimizer
+        s = require_keys(sched, ("warmup_epochs", "min_lr_ratio", "warmup_start_ratio"), "optim.scheduler")
         total = int(self.trainer.estimated_stepping_batches)
         max_epochs = max(1, int(self.trainer.max_epochs or 1))
-        warmup = int(round(float(sched.get("warmup_epochs", 0)) * total / max_epochs))
-        scheduler = warmup_cosine(optimizer, total, warmup, float(sched.get("min_lr_ratio", 0.01)), float(sched.get("warmup_start_ratio", 0.01)))
+        warmup = int(round(float(s["warmup_epochs"]) * total / max_epochs))
+        scheduler = warmup_cosine(optimizer, total, warmup, float(s["min_lr_ratio"]), float(s["warmup_start_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- checkpoint -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ EPOCH_STREAM = 1  # streams ≥ 1 (one per batch) are the global RNGs; 0 is the 
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
+    """The NumPy generator of one (seed, epoch, stream): the only source of randomness of an epoch."""
     return np.random.default_rng([int(seed), int(epoch), int(stream)])
 
 
@@ -48,6 +49,7 @@ class SeededEpochSampler(Sampler):
 
 
 def seed_global_rngs(seed: int) -> None:
+    """Seed Python, NumPy and torch global RNGs (dropout, timm Mixup) from one integer."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

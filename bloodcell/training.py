@@ -9,16 +9,17 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bloodcell.augment import build_train_transform, jsd_settings
 from bloodcell.checkpoint import check_resume_compatible
+from bloodcell.config import to_plain
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.distributed import check_ddp_launch, hydra_multirun
 from bloodcell.errors import BloodcellError, ConfigError
 from bloodcell.evaluation.report import write_json
 from bloodcell.models.finetune import model_callbacks
-from bloodcell.module import BloodCellModule, to_plain
+from bloodcell.module import BloodCellModule
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def build_datamodule(cfg: DictConfig) -> BloodCellDataModule:
 
 
 def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
+    """The LightningModule for this config and data: classes, size and class weights from the data, the rest from cfg."""
     weights = dm.class_weights
     module = BloodCellModule(
         model=cfg.model,
@@ -55,7 +57,7 @@ def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
         mix=cfg.get("mix"),
         class_weights=weights.tolist() if weights is not None else None,
         data=portable_data_cfg(cfg.data),
-        channels_last=bool(cfg.get("channels_last", False)),
+        channels_last=bool(cfg.channels_last),
         jsd=jsd_settings(cfg.get("augment")),
         batch_augment=cfg.get("batch_augment"),
     )
@@ -72,7 +74,9 @@ def compile_model(module: BloodCellModule, compile_cfg: Any) -> None:
         return
     kwargs = to_plain(compile_cfg) if not isinstance(compile_cfg, bool) else {}
     if not isinstance(kwargs, dict):
-        raise ConfigError(f"compile={compile_cfg!r}: use false, true or a mapping of torch.compile arguments (e.g. {{mode: max-autotune}}).")
+        raise ConfigError(
+            f"compile={compile_cfg!r}: use false, true or a mapping of torch.compile arguments (e.g. {{mode: max-autotune}})."
+        )
     module.model.compile(**kwargs)
 
 
@@ -102,6 +106,7 @@ def keep_logs_before_resume(output_dir: Path) -> None:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """ckpt_path=last | PATH | null → the checkpoint file to resume from (or None); a missing file stops with what to pass."""
     if ckpt_path in (None, ""):
         return None
     if ckpt_path == "last":
@@ -154,7 +159,9 @@ def train(cfg: DictConfig) -> float | None:
         trainer.save_checkpoint(best)
     summary: dict[str, Any] = {
         "best_checkpoint": best,
-        "best_score": float(trainer.checkpoint_callback.best_model_score) if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
+        "best_score": float(trainer.checkpoint_callback.best_model_score)
+        if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None
+        else None,
         "monitor": cfg.get("optimized_metric"),
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
@@ -169,7 +176,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("evaluate") and best and len(dm.splits["test"]):
         from bloodcell.evaluation.runner import evaluate_checkpoint
 
-        evaluate_checkpoint(best, None, "test", output_dir / "eval", device="auto", loader_overrides={"eval_num_workers": 0})
+        evaluate_checkpoint(best, None, "test", output_dir / "eval", loader_overrides={"eval_num_workers": 0})
         summary["evaluation"] = str(output_dir / "eval" / "metrics.json")
     summary["metrics"] = metrics
     write_json(summary, output_dir / "summary.json")

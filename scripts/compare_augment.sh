@@ -11,5 +11,5 @@ OUT=${1:-outputs/compare_augment}
 shift || true
 SHIFT_ARGS=()
 if [ -n "${SHIFTED:-}" ]; then SHIFT_ARGS=(--shifted ${SHIFTED}); fi
-exec python -m bloodcell.augment.compare --out "$OUT" --augments none heavy pipeline "${SHIFT_ARGS[@]}" -- \
+exec python -m bloodcell.tools.compare --out "$OUT" --augments none heavy pipeline "${SHIFT_ARGS[@]}" -- \
   data=pbc128 model="${MODEL:-effnet_lite0}" seed="${SEED:-42}" trainer.max_epochs="${EPOCHS:-20}" "$@"

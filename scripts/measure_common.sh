@@ -16,11 +16,11 @@ evaluate() {  # evaluate NAME-OF-EVAL ckpt-spec extra...
   [ -f "$OUT/$name/metrics.json" ] || python evaluate.py "ckpt=$ckpt" "$@" hydra.run.dir="$OUT/$name"
 }
 build_shifted_sets() {  # build_shifted_sets RUN: the test split's benchmark sets (Bmk + corruptions) and lab-shift copy
-  [ -f "$OUT/bench/manifest.json" ] || python -m bloodcell.evaluation.benchmark_sets data=pbc128 data.image_size=96 \
+  [ -f "$OUT/bench/manifest.json" ] || python -m bloodcell.tools.benchmark_sets data=pbc128 data.image_size=96 \
     out="$OUT/bench" seed=0 "severities=$SEV"
   [ -f "$OUT/labshift/shift.json" ] || python -c "
 import sys; from pathlib import Path
-from bloodcell.augment.compare import own_shifted_set
+from bloodcell.evaluation.compare import own_shifted_set
 print(own_shifted_set(sys.argv[1], Path(sys.argv[2]), 1234))" "$(best "$1")" "$OUT/labshift"
 }
 evaluate_shifted() {  # evaluate_shifted NAME ckpt-spec: OUT/eval_NAME (test + benchmark sets) and OUT/labshift_NAME

@@ -8,10 +8,9 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import bloodcell  # noqa: E402,F401  (registers resolvers)
+from bloodcell.config import compose  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -40,8 +39,7 @@ def compose_cfg(tmp_path, cache_dir) -> Callable[..., DictConfig]:
 
     def make(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
         base = [f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={cache_dir}"]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(config_name=config_name, overrides=[*base, *overrides])
+        return compose(config_name, [*base, *overrides])
 
     return make
 

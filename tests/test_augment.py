@@ -69,9 +69,26 @@ def test_augmix_is_a_convex_combination():
     assert np.abs(out - ref).max() <= 0.5 + 1e-4
 
 
-@pytest.mark.parametrize("op", [level_ops.AutoContrast(), level_ops.Equalize(), level_ops.Rotate(), level_ops.Shear("y"), level_ops.Translate("x"),
-                                level_ops.Scale(), level_ops.Solarize(), level_ops.Posterize(1), level_ops.Brightness(), level_ops.Contrast(),
-                                level_ops.Saturation(), level_ops.Sharpness(), level_ops.Hue(), level_ops.Gamma()], ids=repr)
+@pytest.mark.parametrize(
+    "op",
+    [
+        level_ops.AutoContrast(),
+        level_ops.Equalize(),
+        level_ops.Rotate(),
+        level_ops.Shear("y"),
+        level_ops.Translate("x"),
+        level_ops.Scale(),
+        level_ops.Solarize(),
+        level_ops.Posterize(1),
+        level_ops.Brightness(),
+        level_ops.Contrast(),
+        level_ops.Saturation(),
+        level_ops.Sharpness(),
+        level_ops.Hue(),
+        level_ops.Gamma(),
+    ],
+    ids=repr,
+)
 def test_level_ops_keep_uint8_at_extreme_levels(op):
     rng = np.random.default_rng(1)
     for level in (0.0, 1.0):
@@ -116,8 +133,19 @@ def test_mixed_labels_sum_to_one(compose_cfg):
 
 
 def test_jsd_training_step_runs(compose_cfg):
-    cfg = compose_cfg(["data=sample", "model=small_cnn", "augment=augmix", "augment.jsd.enabled=true", "trainer.fast_dev_run=true",
-                       "data.batch_size=8", "evaluate=false", "test=false", *FAST])
+    cfg = compose_cfg(
+        [
+            "data=sample",
+            "model=small_cnn",
+            "augment=augmix",
+            "augment.jsd.enabled=true",
+            "trainer.fast_dev_run=true",
+            "data.batch_size=8",
+            "evaluate=false",
+            "test=false",
+            *FAST,
+        ]
+    )
     _, dm = sample_dm(compose_cfg, "augment=augmix", "augment.jsd.enabled=true")
     x, _ = dm.dataset("train", dm.train_transform)[0]
     assert x.shape == (9, 96, 96) and torch.equal(x[:3], dm.dataset("train")[0][0])  # clean view first
@@ -134,8 +162,8 @@ def test_jsd_refuses_mixing(compose_cfg):
 
 def test_oversampled_repeats_are_augmented_differently(compose_cfg):
     """data.balance=oversample repeats indices; the Dataset augments at every access, so repeats differ."""
-    from bloodcell.data.dataset import CachedImageDataset
     from bloodcell.data.datamodule import oversample_indices
+    from bloodcell.data.dataset import CachedImageDataset
 
     _, dm = sample_dm(compose_cfg, "augment=pipeline")
     train_split = dm.splits["train"]
@@ -155,7 +183,7 @@ def test_offline_copies_are_cached_and_reused(compose_cfg):
     ds = dm.offline_copies_dataset()
     n = len(dm.splits["train"])
     assert len(ds) == 4 * n and ds.transform is None
-    assert np.array_equal(ds.labels[:n], ds.labels[n: 2 * n])
+    assert np.array_equal(ds.labels[:n], ds.labels[n : 2 * n])
     assert torch.equal(ds[0][0], dm.dataset("train")[0][0]) and not torch.equal(ds[0][0], ds[n][0])
     folder = Path(ds._source).parent
     stamp = (folder / "meta.json").stat().st_mtime_ns
@@ -170,7 +198,7 @@ def test_offline_copies_are_cached_and_reused(compose_cfg):
 
 
 def test_preview_writes_grid_and_refuses_overwrite(tmp_path, cache_dir, monkeypatch):
-    from bloodcell.augment.preview import main
+    from bloodcell.tools.preview import main
 
     monkeypatch.setenv("BLOODCELL_CACHE", str(cache_dir))
     png = main(["augment=pipeline", "--rows", "1", "--samples", "3", "--out", str(tmp_path / "p")])

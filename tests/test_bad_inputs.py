@@ -5,7 +5,6 @@ missing/empty/unknown class folders, data.root missing via train.py), without re
 """
 from __future__ import annotations
 
-import pickle
 import shutil
 import subprocess
 import sys
@@ -77,9 +76,18 @@ def test_folder_fail_policy_lists_every_bad_file_and_what_to_do(tmp_path):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: np.savez(p, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, -1])), r"out of range \[0, 7\] \(e\.g\. -1 at index 1\)"),
-        (lambda p: np.savez(p, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0.0, 1.0])), "'labels' has dtype float64; expected integer"),
-        (lambda p: np.savez(p, images=np.zeros((2, 16), np.uint8), labels=np.array([0, 1])), r"'images' has shape \(2, 16\); expected N×H×W×3"),
+        (
+            lambda p: np.savez(p, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, -1])),
+            r"out of range \[0, 7\] \(e\.g\. -1 at index 1\)",
+        ),
+        (
+            lambda p: np.savez(p, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0.0, 1.0])),
+            "'labels' has dtype float64; expected integer",
+        ),
+        (
+            lambda p: np.savez(p, images=np.zeros((2, 16), np.uint8), labels=np.array([0, 1])),
+            r"'images' has shape \(2, 16\); expected N×H×W×3",
+        ),
         (lambda p: np.savez(p, images=np.zeros((0, 4, 4, 3), np.uint8), labels=np.zeros(0, int)), "N ≥ 1"),
         (lambda p: np.savez(p, images=np.array([object()] * 2), labels=np.array([0, 1])), "cannot be read without pickle"),
         (lambda p: Path(p).write_text("not a zip"), r"is not an \.npz archive \(numpy\.savez output\)"),

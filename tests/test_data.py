@@ -10,7 +10,7 @@ from PIL import Image
 
 from bloodcell.data import CLASS_NAMES, BloodCellDataModule, BloodMNISTSource, FolderSource, NpzSource
 from bloodcell.data.clean import deduplicate
-from bloodcell.data.datamodule import class_weights_from_counts, oversample_indices
+from bloodcell.data.datamodule import class_weights_from_counts, data_defaults, oversample_indices
 from bloodcell.data.images import read_image, resize_image
 from bloodcell.data.split import stratified_split
 from bloodcell.data.table import ImageTable
@@ -47,7 +47,7 @@ def test_folder_mixed_formats_and_modes(tmp_path):
     img.convert("L").resize((50, 70)).save(root / "basophil" / "gray.png")
     img.convert("RGBA").save(root / "basophil" / "rgba.png")
     img.save(root / "basophil" / "x.bmp")
-    Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 257)).save(root / "basophil" / "deep.tif")
+    Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 257).save(root / "basophil" / "deep.tif")
     table = FolderSource(root).load(image_size=32)
     assert table.images.shape[1:] == (32, 32, 3)
     assert np.bincount(table.labels)[0] == 6
@@ -137,7 +137,11 @@ def test_bloodmnist_offline_message(tmp_path):
 
 def test_bloodmnist_uses_local_file(tmp_path):
     parts = {s: random_images(8, seed=i) for i, s in enumerate(("train", "val", "test"))}
-    np.savez(tmp_path / "bloodmnist_64.npz", **{f"{s}_images": x for s, x in parts.items()}, **{f"{s}_labels": np.arange(8)[:, None] for s in parts})
+    np.savez(
+        tmp_path / "bloodmnist_64.npz",
+        **{f"{s}_images": x for s, x in parts.items()},
+        **{f"{s}_labels": np.arange(8)[:, None] for s in parts},
+    )
     table = BloodMNISTSource(size=64, root=str(tmp_path), download=False).load(32)
     assert len(table) == 24
 
@@ -176,8 +180,11 @@ def test_resize_modes():
 
 def test_datamodule_cache_balance_and_loaders(tmp_path):
     def dm_for(balance):
-        return BloodCellDataModule(FolderSource(small_folder(tmp_path / balance, per_class=6)), image_size=32, cache_dir=str(tmp_path / "c"),
-                                   balance=balance, num_workers=0, batch_size=8, val_fraction=0.2, test_fraction=0.2)
+        settings = {k: v for k, v in data_defaults().items() if k != "_target_"}  # conf/data/_common.yaml
+        settings.update(
+            image_size=32, cache_dir=str(tmp_path / "c"), balance=balance, num_workers=0, batch_size=8, val_fraction=0.2, test_fraction=0.2
+        )
+        return BloodCellDataModule(FolderSource(small_folder(tmp_path / balance, per_class=6)), **settings)
 
     dm = dm_for("none")
     dm.setup()
@@ -225,7 +232,10 @@ def test_pbc128_through_the_real_config(pbc128, compose_cfg):
     dm = build_datamodule(compose_cfg(["data=pbc128", f"data.root={pbc128}", "data.image_size=32", "data.num_workers=0"]))
     dm.setup("fit")
     counts = {s: dm.class_counts(s) for s in ("train", "val", "test")}
-    assert sum(c.sum() for c in counts.values()) == 13659 - dm.meta["dedup"]["in_class_duplicates_removed"] - dm.meta["dedup"]["cross_class_images_dropped"]
+    assert (
+        sum(c.sum() for c in counts.values())
+        == 13659 - dm.meta["dedup"]["in_class_duplicates_removed"] - dm.meta["dedup"]["cross_class_images_dropped"]
+    )
     total = sum(counts.values())
     assert total.tolist() == [970, 2488, 1241, 2314, 971, 1135, 2662, 1878]  # the README's per-class counts
     assert np.allclose(counts["test"] / total, 0.1, atol=0.01)  # stratified: every class ~10 % in test

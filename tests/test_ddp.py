@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from bloodcell.checkpoint import load_module
-from bloodcell.evaluation.runner import datamodule_for, predict_probs
+from bloodcell.evaluation.inference import datamodule_for, predict_probs
 from tests.conftest import ROOT
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from bloodcell.errors import ConfigError
-from bloodcell.evaluation.benchmark_sets import build_benchmark_sets
+from bloodcell.evaluation.benchmark_sets import BenchmarkSpec, build_benchmark_sets
 from bloodcell.evaluation.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from tests.conftest import SAMPLE
 
@@ -58,14 +58,21 @@ def test_corrupt_rejects_bad_input():
 def build(compose_cfg, out: Path, *extra: str) -> dict:
     cfg = compose_cfg(["data=sample", "data.num_workers=0", f"out={out}", "corruptions=[jpeg,bubbles]", "severities=[1,5]", *extra],
                       config_name="benchmark_sets")
-    return build_benchmark_sets(cfg.data, cfg.out, cfg.split, cfg.seed, cfg.bmk.chain, cfg.corruptions, cfg.severities, cfg.overwrite)
+    return build_benchmark_sets(cfg.data, cfg.out, BenchmarkSpec.from_cfg(cfg))
 
 
 def test_builder_is_byte_reproducible(compose_cfg, tmp_path):
     m1 = build(compose_cfg, tmp_path / "a")
     m2 = build(compose_cfg, tmp_path / "b")
     m3 = build(compose_cfg, tmp_path / "c", "seed=1")
-    rels = ["clean.npz", "bmk.npz", "corruptions/jpeg_s1.npz", "corruptions/jpeg_s5.npz", "corruptions/bubbles_s1.npz", "corruptions/bubbles_s5.npz"]
+    rels = [
+        "clean.npz",
+        "bmk.npz",
+        "corruptions/jpeg_s1.npz",
+        "corruptions/jpeg_s5.npz",
+        "corruptions/bubbles_s1.npz",
+        "corruptions/bubbles_s5.npz",
+    ]
     assert sorted(m1["files"]) == sorted(rels)
     for rel in rels:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
@@ -82,8 +89,17 @@ def test_builder_is_byte_reproducible(compose_cfg, tmp_path):
 
 def test_built_set_reads_through_the_npz_data_path(compose_cfg, tmp_path):
     build(compose_cfg, tmp_path / "s", "bmk=mild")
-    cfg = compose_cfg(["data=npz", f"data.path={tmp_path / 's' / 'bmk.npz'}", "data.num_workers=0", "data.dedup=false",
-                       "data.val_fraction=0", "data.test_fraction=0", "data.allow_missing_classes=true"])
+    cfg = compose_cfg(
+        [
+            "data=npz",
+            f"data.path={tmp_path / 's' / 'bmk.npz'}",
+            "data.num_workers=0",
+            "data.dedup=false",
+            "data.val_fraction=0",
+            "data.test_fraction=0",
+            "data.allow_missing_classes=true",
+        ]
+    )
     from hydra.utils import instantiate
 
     dm = instantiate(cfg.data, _convert_="all")

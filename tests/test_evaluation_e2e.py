@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from bloodcell.config import compose
 from bloodcell.errors import ConfigError, DataError
-from bloodcell.evaluation.benchmark_sets import build_benchmark_sets
-from bloodcell.evaluation.runner import ensemble_predict, evaluate, load_members, run
+from bloodcell.evaluation.benchmark_sets import BenchmarkSpec, build_benchmark_sets
+from bloodcell.evaluation.inference import InferenceSettings, ensemble_predict, load_members
+from bloodcell.evaluation.runner import EvalOptions, evaluate, run
 from bloodcell.training import train
-from tests.conftest import CONF, FAST
+from tests.conftest import FAST
 
 
 def _compose(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+    return compose(name, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +29,34 @@ def trained(tmp_path_factory, cache_dir) -> dict:
     root = tmp_path_factory.mktemp("ens")
     ckpts = []
     for size in (96, 64):
-        cfg = _compose("train", [f"paths.output_dir={root / f'run{size}'}", f"paths.cache_dir={cache_dir}", "data=sample", "model=small_cnn",
-                                 "trainer.fast_dev_run=true", "evaluate=false", "test=false", f"data.image_size={size}", *FAST])
+        cfg = _compose(
+            "train",
+            [
+                f"paths.output_dir={root / f'run{size}'}",
+                f"paths.cache_dir={cache_dir}",
+                "data=sample",
+                "model=small_cnn",
+                "trainer.fast_dev_run=true",
+                "evaluate=false",
+                "test=false",
+                f"data.image_size={size}",
+                *FAST,
+            ],
+        )
         train(cfg)
         ckpts.append(str(json.loads((root / f"run{size}" / "summary.json").read_text())["best_checkpoint"]))
-    bcfg = _compose("benchmark_sets", [f"paths.cache_dir={cache_dir}", "data=sample", "data.num_workers=0", f"out={root / 'bench'}",
-                                       "corruptions=[defocus_blur,stain_shift]", "severities=[1,5]"])
-    build_benchmark_sets(bcfg.data, bcfg.out, bcfg.split, bcfg.seed, bcfg.bmk.chain, bcfg.corruptions, bcfg.severities)
+    bcfg = _compose(
+        "benchmark_sets",
+        [
+            f"paths.cache_dir={cache_dir}",
+            "data=sample",
+            "data.num_workers=0",
+            f"out={root / 'bench'}",
+            "corruptions=[defocus_blur,stain_shift]",
+            "severities=[1,5]",
+        ],
+    )
+    build_benchmark_sets(bcfg.data, bcfg.out, BenchmarkSpec.from_cfg(bcfg))
     return {"root": root, "ckpts": ckpts, "bench": root / "bench", "cache": cache_dir}
 
 
@@ -47,12 +68,31 @@ def read_probs(path: Path) -> tuple[list[str], np.ndarray]:
 
 def test_ensemble_evaluate_writes_everything(trained, tmp_path):
     a, b = trained["ckpts"]
-    cfg = _compose("evaluate", [f"ckpt=[{a},{b}]", "weights=[3,1]", "tta=flips", "calibrate=true", f"benchmark_dir={trained['bench']}",
-                                "num_workers=0", f"paths.cache_dir={trained['cache']}", f"output_dir={tmp_path / 'ens'}"])
+    cfg = _compose(
+        "evaluate",
+        [
+            f"ckpt=[{a},{b}]",
+            "weights=[3,1]",
+            "tta=flips",
+            "calibrate=true",
+            f"benchmark_dir={trained['bench']}",
+            "num_workers=0",
+            f"paths.cache_dir={trained['cache']}",
+            f"output_dir={tmp_path / 'ens'}",
+        ],
+    )
     metrics = run(cfg)
     out = tmp_path / "ens"
-    for f in ("metrics.json", "report.md", "predictions.csv", "confusion_matrix.png", "reliability.png", "robustness.json",
-              "corruption_accuracy.csv", "corruption_heatmap.png"):
+    for f in (
+        "metrics.json",
+        "report.md",
+        "predictions.csv",
+        "confusion_matrix.png",
+        "reliability.png",
+        "robustness.json",
+        "corruption_accuracy.csv",
+        "corruption_heatmap.png",
+    ):
         assert (out / f).is_file(), f
     assert [m["image_size"] for m in metrics["members"]] == [96, 64] and metrics["split"] == "test" and metrics["tta"] == "flips"
     assert metrics["calibration"]["temperature"] > 0 and 0 <= metrics["ece"] <= 1
@@ -69,7 +109,7 @@ def test_ensemble_evaluate_writes_everything(trained, tmp_path):
     assert len(ids) == metrics["n"] and np.allclose(ens.sum(1), 1, atol=1e-4)
     members = []
     for i, ck in enumerate((a, b)):
-        evaluate([ck], None, "auto", tmp_path / f"m{i}", "cpu", {"num_workers": 0}, tta="flips")
+        evaluate([ck], None, tmp_path / f"m{i}", EvalOptions.defaults(device="cpu", loader_overrides={"num_workers": 0}, tta="flips"))
         mids, p = read_probs(tmp_path / f"m{i}" / "predictions.csv")
         assert mids == ids
         members.append(p)
@@ -82,16 +122,21 @@ def test_ensemble_evaluate_writes_everything(trained, tmp_path):
 def test_clean_benchmark_equals_test_split_and_outputs_are_kept(trained, tmp_path):
     """A single 96 px member sees the same pixels in clean.npz as in its test split: identical accuracy."""
     a = trained["ckpts"][0]
-    m = evaluate([a], None, "auto", tmp_path / "one", "cpu", {"num_workers": 0}, benchmark_dir=trained["bench"], cache_dir=trained["cache"])
+    m = evaluate(
+        [a],
+        None,
+        tmp_path / "one",
+        EvalOptions.defaults(device="cpu", loader_overrides={"num_workers": 0}, benchmark_dir=trained["bench"], cache_dir=trained["cache"]),
+    )
     assert m["robustness"]["clean_benchmark_acc"] == m["robustness"]["test_acc"] == m["accuracy"]
     with pytest.raises(ConfigError, match="already exists"):
-        evaluate([a], None, "auto", tmp_path / "one", "cpu", {"num_workers": 0})
+        evaluate([a], None, tmp_path / "one", EvalOptions.defaults(device="cpu", loader_overrides={"num_workers": 0}))
 
 
 def test_members_on_different_splits_are_refused(trained):
     members = load_members(trained["ckpts"][:1] * 2)
     members[1].module.hparams.data["split_seed"] = 7  # another split of the same folder
     with pytest.raises(DataError, match="see different images"):
-        ensemble_predict(members, None, "test", {"num_workers": 0}, torch.device("cpu"))
+        ensemble_predict(members, None, "test", InferenceSettings(torch.device("cpu"), loader_overrides={"num_workers": 0}))
     with pytest.raises(ConfigError, match="weights"):
         load_members(trained["ckpts"], [1.0])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from bloodcell.evaluation.inference import tta_views
 from bloodcell.evaluation.metrics import (
     apply_temperature,
     average_probs,
@@ -14,7 +15,6 @@ from bloodcell.evaluation.metrics import (
     negative_log_likelihood,
     reliability_bins,
 )
-from bloodcell.evaluation.runner import tta_views
 
 
 def test_per_class_metrics_by_hand():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from bloodcell.augment.gpu import ColorJitter, PerImage, RandomAffine, RandomFli
 from bloodcell.data.dataset import CachedImageDataset
 from bloodcell.distributed import check_ddp_launch, launched_externally, lightning_relaunches
 from bloodcell.errors import ConfigError
-from bloodcell.training import build_datamodule, build_module, train
+from bloodcell.training import build_datamodule, build_module
 from tests.conftest import FAST
 
 

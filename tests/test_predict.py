@@ -11,23 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from bloodcell.checkpoint import load_module
+from bloodcell.config import compose
 from bloodcell.data.images import read_image, resize_image
 from bloodcell.errors import CheckpointError, ConfigError, DataError
-from bloodcell.predict import predict_folder
+from bloodcell.evaluation.predict import predict_folder
 from bloodcell.training import train
-from tests.conftest import CONF, FAST, ROOT, SAMPLE
+from tests.conftest import FAST, ROOT, SAMPLE
+
+RUN = {"device": "cpu", "batch_size": 64}  # predict_folder has no defaults for these (evaluate.py passes conf/evaluate.yaml's)
 
 
 def make_checkpoint(out: Path, cache: Path, image_size: int) -> str:
     """A real (1-batch fast_dev_run) small-CNN checkpoint trained on the sample at `image_size`."""
     overrides = ["data=sample", "model=small_cnn", "trainer.fast_dev_run=true", "test=false", "evaluate=false", "~logger.tensorboard",
                  f"data.image_size={image_size}", f"paths.output_dir={out}", f"paths.cache_dir={cache}", *FAST]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        train(compose(config_name="train", overrides=overrides))
+    train(compose("train", overrides))
     return str(out / "checkpoints" / "fast_dev_run.ckpt")
 
 
@@ -51,13 +52,20 @@ def mixed_tree(root: Path) -> tuple[set[str], set[str]]:
     shutil.copy(srcs[1], root / "slide1" / "a.jpg"); good.append(root / "slide1" / "a.jpg")
     img.convert("L").resize((71, 53)).save(root / "slide1" / "gray.png"); good.append(root / "slide1" / "gray.png")
     img.convert("RGBA").resize((200, 120)).save(root / "slide1" / "deep" / "rgba.png"); good.append(root / "slide1" / "deep" / "rgba.png")
-    Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 257).save(root / "slide2" / "deep16.tif"); good.append(root / "slide2" / "deep16.tif")
-    Image.open(srcs[2]).save(root / "slide2" / "c.bmp"); good.append(root / "slide2" / "c.bmp")
-    Image.open(srcs[3]).save(root / "slide2" / "d.JPEG", quality=70); good.append(root / "slide2" / "d.JPEG")
-    (root / "slide2" / "empty.jpg").write_bytes(b""); bad.append(root / "slide2" / "empty.jpg")
-    (root / "slide2" / "cut.jpg").write_bytes(srcs[4].read_bytes()[:600]); bad.append(root / "slide2" / "cut.jpg")
-    (root / "slide1" / "notes.txt").write_text("scanner log"); bad.append(root / "slide1" / "notes.txt")
-    (root / "slide1" / "fake.png").write_text("not a png"); bad.append(root / "slide1" / "fake.png")
+    Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 257).save(root / "slide2" / "deep16.tif")
+    good.append(root / "slide2" / "deep16.tif")
+    Image.open(srcs[2]).save(root / "slide2" / "c.bmp")
+    good.append(root / "slide2" / "c.bmp")
+    Image.open(srcs[3]).save(root / "slide2" / "d.JPEG", quality=70)
+    good.append(root / "slide2" / "d.JPEG")
+    (root / "slide2" / "empty.jpg").write_bytes(b"")
+    bad.append(root / "slide2" / "empty.jpg")
+    (root / "slide2" / "cut.jpg").write_bytes(srcs[4].read_bytes()[:600])
+    bad.append(root / "slide2" / "cut.jpg")
+    (root / "slide1" / "notes.txt").write_text("scanner log")
+    bad.append(root / "slide1" / "notes.txt")
+    (root / "slide1" / "fake.png").write_text("not a png")
+    bad.append(root / "slide1" / "fake.png")
     (root / ".hidden.jpg").write_bytes(b"ignored")
     return {str(p) for p in good}, {str(p) for p in bad}
 
@@ -71,7 +79,7 @@ def test_predict_mixed_tree_with_ensemble(checkpoints, tmp_path):
     root = tmp_path / "scans"
     good, bad = mixed_tree(root)
     out = tmp_path / "pred" / "predictions.csv"
-    summary = predict_folder(checkpoints, root, out, batch_size=4)
+    summary = predict_folder(checkpoints, root, out, device="cpu", batch_size=4)
     rows, errors = read_csv(out), read_csv(tmp_path / "pred" / "predictions_errors.csv")
     assert {r["path"] for r in rows} == good and {r["path"] for r in errors} == bad
     assert (summary.files, summary.predicted, summary.errors) == (10, 6, 4)
@@ -94,14 +102,16 @@ def test_ensemble_is_mean_of_members_each_at_its_own_size(checkpoints, tmp_path)
     root.mkdir()
     for p in sample_images(5):
         shutil.copy(p, root / p.name)
-    single = [read_csv(predict_folder([c], root, tmp_path / f"m{i}.csv").predictions_csv) for i, c in enumerate(checkpoints)]
-    both = read_csv(predict_folder(checkpoints, root, tmp_path / "both.csv").predictions_csv)
+    single = [read_csv(predict_folder([c], root, tmp_path / f"m{i}.csv", **RUN).predictions_csv) for i, c in enumerate(checkpoints)]
+    both = read_csv(predict_folder(checkpoints, root, tmp_path / "both.csv", **RUN).predictions_csv)
     # reference: decode once, resize per model, average softmax
     modules = [load_module(c) for c in checkpoints]
     for row, p in zip(both, sorted(root.iterdir())):
         img = read_image(p)
         with torch.inference_mode():
-            probs = [m(torch.from_numpy(resize_image(img, m.hparams.image_size)).permute(2, 0, 1)[None]).softmax(-1)[0].numpy() for m in modules]
+            probs = [
+                m(torch.from_numpy(resize_image(img, m.hparams.image_size)).permute(2, 0, 1)[None]).softmax(-1)[0].numpy() for m in modules
+            ]
         mean = np.mean(probs, axis=0)
         assert row["path"] == str(p) and row["predicted_class"] == modules[0].classes[int(mean.argmax())]
         assert float(row["probability"]) == pytest.approx(float(mean.max()), abs=1e-5)
@@ -115,24 +125,24 @@ def test_predict_never_overwrites_unless_asked(checkpoints, tmp_path):
     out = tmp_path / "predictions.csv"
     out.write_text("precious")
     with pytest.raises(ConfigError, match="refusing to overwrite.*overwrite=true"):
-        predict_folder(checkpoints[:1], root, out)
+        predict_folder(checkpoints[:1], root, out, **RUN)
     assert out.read_text() == "precious"
-    assert predict_folder(checkpoints[:1], root, out, overwrite=True).predicted == 1
+    assert predict_folder(checkpoints[:1], root, out, overwrite=True, **RUN).predicted == 1
 
 
 def test_predict_input_errors(checkpoints, tmp_path):
     with pytest.raises(DataError, match="predict_dir=.*does not exist"):
-        predict_folder(checkpoints, tmp_path / "nope", tmp_path / "p.csv")
+        predict_folder(checkpoints, tmp_path / "nope", tmp_path / "p.csv", **RUN)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="contains no files"):
-        predict_folder(checkpoints, tmp_path / "empty", tmp_path / "p.csv")
+        predict_folder(checkpoints, tmp_path / "empty", tmp_path / "p.csv", **RUN)
     # an ensemble member trained on another class order
     ckpt = torch.load(checkpoints[0], weights_only=True)
     ckpt["hyper_parameters"]["classes"] = list(reversed(ckpt["hyper_parameters"]["classes"]))
     torch.save(ckpt, tmp_path / "other_classes.ckpt")
     shutil.copy(sample_images(1)[0], tmp_path / "empty" / "x.jpg")
     with pytest.raises(CheckpointError, match="same class set"):
-        predict_folder([checkpoints[0], str(tmp_path / "other_classes.ckpt")], tmp_path / "empty", tmp_path / "p.csv")
+        predict_folder([checkpoints[0], str(tmp_path / "other_classes.ckpt")], tmp_path / "empty", tmp_path / "p.csv", **RUN)
 
 
 def test_evaluate_cli_predict_dir_with_ensemble(checkpoints, tmp_path):
@@ -140,7 +150,14 @@ def test_evaluate_cli_predict_dir_with_ensemble(checkpoints, tmp_path):
     root = tmp_path / "scans"
     good, bad = mixed_tree(root)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "evaluate.py", f"ckpt=[{checkpoints[0]},{checkpoints[1]}]", f"predict_dir={root}", f"hydra.run.dir={run_dir}", "device=cpu"]
+    cmd = [
+        sys.executable,
+        "evaluate.py",
+        f"ckpt=[{checkpoints[0]},{checkpoints[1]}]",
+        f"predict_dir={root}",
+        f"hydra.run.dir={run_dir}",
+        "device=cpu",
+    ]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(read_csv(run_dir / "predictions.csv")) == len(good)

@@ -77,7 +77,9 @@ def test_same_seed_same_results_with_and_without_workers(compose_cfg, tmp_path):
     """One seed, augmentation on: reruns give bit-identical weights and metrics, with 0 or 2 loader workers."""
     results = {}
     for name, workers in (("a", 0), ("b", 0), ("w2", 2)):
-        results[name] = train(compose_cfg([*TINY, "trainer.max_epochs=2", f"data.num_workers={workers}", f"paths.output_dir={tmp_path / name}"]))
+        results[name] = train(
+            compose_cfg([*TINY, "trainer.max_epochs=2", f"data.num_workers={workers}", f"paths.output_dir={tmp_path / name}"])
+        )
     assert results["a"] == results["b"] == results["w2"]
     reference = final_state(tmp_path / "a")[0]
     assert_same_weights(reference, final_state(tmp_path / "b")[0])

@@ -29,8 +29,18 @@ def test_fast_dev_run_train_then_evaluate(compose_cfg, tmp_path):
     assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class"} <= set(metrics)
     assert metrics["n"] == 32 and (out / "eval" / "confusion_matrix.png").stat().st_size > 1000
     # evaluate on another source (the whole sample folder) with the checkpoint's preprocessing
-    ext = evaluate_checkpoint(ckpt, {"_target_": "bloodcell.data.BloodCellDataModule", "source": {"_target_": "bloodcell.data.FolderSource", "root": str(SAMPLE)},
-                                     "cache_dir": str(tmp_path / "c"), "num_workers": 0, "image_size": 32}, "auto", tmp_path / "ev")
+    ext = evaluate_checkpoint(
+        ckpt,
+        {
+            "_target_": "bloodcell.data.BloodCellDataModule",
+            "source": {"_target_": "bloodcell.data.FolderSource", "root": str(SAMPLE)},
+            "cache_dir": str(tmp_path / "c"),
+            "num_workers": 0,
+            "image_size": 32,
+        },
+        "auto",
+        tmp_path / "ev",
+    )
     assert ext["n"] == 240 and ext["image_size"] == 96 and ext["split"] == "all"
     # the loaded module reproduces the module's predictions
     module = load_module(ckpt)
@@ -40,7 +50,9 @@ def test_fast_dev_run_train_then_evaluate(compose_cfg, tmp_path):
 
 def test_short_real_training_learns(compose_cfg):
     """4 short epochs of the small CNN on 176 real images beat chance (12.5 %) on the validation split."""
-    cfg = compose_cfg(["data=sample", "model=small_cnn", "trainer.max_epochs=4", "data.batch_size=16", "evaluate=false", "test=false", *FAST])
+    cfg = compose_cfg(
+        ["data=sample", "model=small_cnn", "trainer.max_epochs=4", "data.batch_size=16", "evaluate=false", "test=false", *FAST]
+    )
     result = train(cfg)
     assert result is not None and result > 0.2
 
@@ -69,8 +81,13 @@ def test_checkpoint_errors(tmp_path):
 
 def test_cli_user_error_is_one_line(tmp_path):
     """A bad data.root through the real train.py: exit 2, one clear line, no traceback."""
-    res = subprocess.run([sys.executable, "train.py", "data=folder", f"data.root={tmp_path}/nope", f"hydra.run.dir={tmp_path}/run"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "train.py", "data=folder", f"data.root={tmp_path}/nope", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2
     assert "error: data.root=" in res.stderr and "does not exist" in res.stderr
     assert "Traceback" not in res.stderr

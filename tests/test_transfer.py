@@ -206,13 +206,15 @@ def test_ema_weights_are_validated_saved_and_evaluated(compose_cfg):
     assert evaluation["n"] == 32 and evaluation["accuracy"] == pytest.approx(summary["metrics"]["test/acc"])  # trainer.test saw the EMA too
 
 
-MODEL_CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "model").glob("*.yaml") if not p.stem.startswith("_"))
+MODEL_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
+MODEL_CONFIGS = sorted(p.stem for p in MODEL_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize("option", MODEL_CONFIGS)
 def test_every_model_config_builds_with_its_own_normalisation_and_stages(compose_cfg, option):
     """On the meta device (no memory, no weights): timm stages exist, staging and param groups work."""
-    from bloodcell.module import build_model_from_cfg, to_plain
+    from bloodcell.config import to_plain
+    from bloodcell.module import build_model_from_cfg
 
     model_cfg = to_plain(compose_cfg([f"model={option}"]).model)
     assert {"freeze", "unfreeze_stages", "ema"} <= set(model_cfg)

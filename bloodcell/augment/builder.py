@@ -65,7 +65,7 @@ def jsd_settings(augment: Mapping | None) -> dict | None:
     jsd = (augment or {}).get("jsd") or {}
     if isinstance(jsd, (DictConfig, ListConfig)):
         jsd = OmegaConf.to_container(jsd, resolve=True)
-    return dict(jsd) if jsd.get("enabled", False) else None
+    return dict(jsd) if jsd.get("enabled") else None
 
 
 def build_train_transform(augment: Mapping | None, seed: int | None = None):

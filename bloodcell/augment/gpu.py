@@ -2,7 +2,7 @@
 
 Why: at 96 px a fast GPU trains thousands of images per second, more than a few CPU workers
 running per-image Albumentations can feed. These ops run on the batch after it reached the device
-(`BloodCellModule.on_after_batch_transfer`), with *independent random parameters per image*
+(at the start of `BloodCellModule.training_step`, training batches only), with *independent random parameters per image*
 (torchvision's v2 transforms draw one set of parameters per call, i.e. per batch, which is why
 the common ops here are vectorised by hand). Any other torchvision v2 transform can still be
 listed; it is then applied image by image (`PerImage`).
@@ -19,13 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from bloodcell.config import TRUSTED_BATCH_OP_PREFIXES, is_trusted_target, to_plain
 from bloodcell.errors import ConfigError
-
-# targets a checkpoint's hyper-parameters may name (checkpoints can come from anywhere)
-TRUSTED_OP_PREFIXES = ("bloodcell.augment.gpu.", "torchvision.transforms.v2.")
 
 
 def _per_image_mask(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -158,8 +155,7 @@ def build_batch_augment(cfg: Any) -> BatchAugment | None:
     """`{"ops": [...]}` (or a bare list) → BatchAugment; None / no ops → None (off)."""
     if cfg is None:
         return None
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = to_plain(cfg)
     ops = cfg.get("ops") if isinstance(cfg, Mapping) else cfg
     if not ops:
         return None
@@ -168,7 +164,7 @@ def build_batch_augment(cfg: Any) -> BatchAugment | None:
     built: list[nn.Module] = []
     for i, op in enumerate(ops):
         target = str(op.get("_target_", "")) if isinstance(op, Mapping) else ""
-        if not target.startswith(TRUSTED_OP_PREFIXES):
+        if not is_trusted_target(target, TRUSTED_BATCH_OP_PREFIXES):
             raise ConfigError(
                 f"batch_augment.ops[{i}] = {op!r}: each op needs a _target_ in bloodcell.augment.gpu or torchvision.transforms.v2."
             )

@@ -46,6 +46,8 @@ class LevelOp:
 
 
 class Identity(LevelOp):
+    """Leaves the image unchanged (the 'no-op' draw of RandAugment/AugMix)."""
+
     def __call__(self, img, level, rng):
         return img
 
@@ -69,11 +71,15 @@ class Equalize(LevelOp):
 
 
 class Invert(LevelOp):
+    """Negative image (255 - pixel); not in conf/augment/_ops.yaml's lists (stained cells are never seen inverted)."""
+
     def __call__(self, img, level, rng):
         return 255 - img
 
 
 class Rotate(LevelOp):
+    """Rotation by up to `max_degrees` at full magnitude, random sign, reflected borders."""
+
     def __init__(self, max_degrees: float = 30.0) -> None:
         self.max_degrees = float(max_degrees)
 

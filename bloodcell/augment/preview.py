@@ -1,34 +1,12 @@
-"""Preview what the model sees: a PNG grid per class, originals beside augmented samples.
-
-    python -m bloodcell.augment.preview augment=pipeline [data=pbc128] [--rows 2 --samples 7 --out DIR]
-
-Arguments of the form key=value are Hydra overrides of conf/train.yaml (data defaults to the
-committed sample when none is given). Writes DIR/preview.png and DIR/preview.json (what it shows).
-"""
+"""Preview what the model sees: a grid per class, originals beside augmented samples (`python -m bloodcell.tools.preview`)."""
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bloodcell.cli import user_errors_exit
 from bloodcell.errors import BloodcellError
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def compose_train_cfg(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    import bloodcell  # noqa: F401  (registers resolvers)
-
-    if not any(o.split("=", 1)[0].lstrip("+~") == "data" for o in overrides):
-        overrides = ["data=sample", *overrides]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=[*overrides, "paths.output_dir=/tmp"])
 
 
 def preview_grid(images: np.ndarray, labels: np.ndarray, classes: list[str], transform, rows: int, samples: int,
@@ -53,6 +31,7 @@ def preview_grid(images: np.ndarray, labels: np.ndarray, classes: list[str], tra
 
 
 def save_preview(grid: np.ndarray, picked: list[dict], rows_per_class: int, tile: int, title: str, info: dict, out_dir: Path) -> Path:
+    """Draw the grid with class labels to DIR/preview.png and record what it shows in DIR/preview.json."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +41,9 @@ def save_preview(grid: np.ndarray, picked: list[dict], rows_per_class: int, tile
     png = out_dir / "preview.png"
     dpi = 100
     fig = plt.figure(figsize=(grid.shape[1] / dpi + 2.0, grid.shape[0] / dpi + 0.5), dpi=dpi)
-    ax = fig.add_axes((1.9 / (grid.shape[1] / dpi + 2.0), 0.0, grid.shape[1] / dpi / (grid.shape[1] / dpi + 2.0), grid.shape[0] / (grid.shape[0] + 50)))
+    ax = fig.add_axes(
+        (1.9 / (grid.shape[1] / dpi + 2.0), 0.0, grid.shape[1] / dpi / (grid.shape[1] / dpi + 2.0), grid.shape[0] / (grid.shape[0] + 50))
+    )
     ax.imshow(grid, interpolation="nearest")
     centres = [(k + 0.5) * tile for k in range(len(picked))]
     ax.set_yticks(centres[::rows_per_class] if rows_per_class else centres, [p["class"] for p in picked][::rows_per_class])
@@ -73,36 +54,3 @@ def save_preview(grid: np.ndarray, picked: list[dict], rows_per_class: int, tile
     plt.close(fig)
     (out_dir / "preview.json").write_text(json.dumps({**info, "images": picked}, indent=1))
     return png
-
-
-@user_errors_exit
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. augment=pipeline data=pbc128")
-    parser.add_argument("--rows", type=int, default=2, help="original images per class")
-    parser.add_argument("--samples", type=int, default=7, help="augmented draws beside each original")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default outputs/preview/<augment>_<time>)")
-    args = parser.parse_args(argv)
-
-    from bloodcell.training import build_datamodule
-
-    cfg = compose_train_cfg(args.overrides)
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    transform = dm.train_transform
-    transform = getattr(transform, "augmented", transform)  # JSD: show the augmented views
-    name = str(cfg.augment.get("name", "augment"))
-    out = args.out or Path(cfg.paths.root_dir) / "outputs" / "preview" / f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    if (out / "preview.png").exists():
-        raise BloodcellError(f"{out / 'preview.png'} exists; refusing to overwrite it. Pass another --out.")
-    split = dm.splits["train"]
-    grid, picked = preview_grid(split.images(), split.labels, dm.classes, transform, args.rows, args.samples, int(cfg.seed or 0))
-    info = {"augment": name, "overrides": args.overrides, "seed": cfg.seed, "source": dm.source.describe(), "transform": repr(transform)}
-    png = save_preview(grid, picked, args.rows, dm.image_size, f"augment={name}: original | {args.samples} augmented samples", info, out)
-    print(png)
-    return png
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """A seeded "other lab" copy of a test split: strong stain/colour, magnification, blur and camera shift.
 
-Used by `bloodcell.augment.compare` when no external benchmark set is given. The shift is one
+Used by `bloodcell.evaluation.compare` when no external benchmark set is given. The shift is one
 consistent direction for the whole set (hue-rotated, paler stain, ~1.35× magnification, defocus,
 uneven light, JPEG, noise), as images from another lab would be, not a random draw per image
 around the training distribution. It is built from the same op families as `augment=pipeline`
@@ -39,6 +39,7 @@ LAB_SHIFT_OPS: list[dict] = [
 
 
 def shift_spec(source_cache: str, split: str, seed: int) -> dict:
+    """Everything the shifted copy depends on (its cache key): version, source cache, split, seed, ops."""
     return {"version": SHIFT_VERSION, "cache": source_cache, "split": split, "seed": int(seed), "ops": LAB_SHIFT_OPS}
 
 
@@ -54,7 +55,9 @@ def write_shifted_split(images: np.ndarray, labels: np.ndarray, classes: list[st
     if out_dir.exists() and any(out_dir.iterdir()):
         if meta.is_file() and json.loads(meta.read_text()).get("key") == key:
             return out_dir
-        raise BloodcellError(f"{out_dir} exists and was not made from this shift spec; refusing to overwrite it. Choose another output folder.")
+        raise BloodcellError(
+            f"{out_dir} exists and was not made from this shift spec; refusing to overwrite it. Choose another output folder."
+        )
     transform = build_transform(spec["ops"], seed=spec["seed"])
     for c in np.unique(labels):
         (out_dir / classes[int(c)]).mkdir(parents=True, exist_ok=True)

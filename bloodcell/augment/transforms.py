@@ -95,7 +95,9 @@ class AugMix(_LevelSampler, A.ImageOnlyTransform):
         super().__init__(p=p)
         self.ops = _check_ops(ops, "AugMix")
         if width < 1 or alpha <= 0 or max_magnitude <= 0:
-            raise ConfigError(f"AugMix width={width}, alpha={alpha}, max_magnitude={max_magnitude}: need width ≥ 1, alpha > 0, max_magnitude > 0.")
+            raise ConfigError(
+                f"AugMix width={width}, alpha={alpha}, max_magnitude={max_magnitude}: need width ≥ 1, alpha > 0, max_magnitude > 0."
+            )
         self.width, self.depth, self.alpha = int(width), _range(depth, "AugMix depth"), float(alpha)
         self.magnitude, self.magnitude_std, self.max_magnitude = float(magnitude), float(magnitude_std), float(max_magnitude)
 
@@ -162,8 +164,14 @@ class SmearArtifacts(A.ImageOnlyTransform):
     `deposit_prob`, else a bubble; all blended with opacity drawn from `opacity`.
     """
 
-    def __init__(self, count: Sequence[int] = (1, 3), radius: Sequence[float] = (0.04, 0.18), opacity: Sequence[float] = (0.2, 0.6),
-                 deposit_prob: float = 0.5, p: float = 0.3) -> None:
+    def __init__(
+        self,
+        count: Sequence[int] = (1, 3),
+        radius: Sequence[float] = (0.04, 0.18),
+        opacity: Sequence[float] = (0.2, 0.6),
+        deposit_prob: float = 0.5,
+        p: float = 0.3,
+    ) -> None:
         super().__init__(p=p)
         self.count = _range(count, "SmearArtifacts count")
         self.radius, self.opacity = (float(radius[0]), float(radius[1])), (float(opacity[0]), float(opacity[1]))

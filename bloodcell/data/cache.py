@@ -35,47 +35,46 @@ class SplitArrays:
     ids: list[str]
 
     def images(self) -> np.ndarray:
+        """The split's images, memory-mapped read-only (every worker shares the same pages)."""
         return np.load(self.images_path, mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def cache_key(source, image_size: int, resize_mode: str, dedup: bool, val_fraction: float, test_fraction: float, split_seed: int) -> str:
-    spec = {
-        "v": CACHE_VERSION,
-        "source": source.describe(),
-        "fingerprint": source.fingerprint(),
-        "image_size": int(image_size),
-        "resize_mode": resize_mode,
-        "dedup": bool(dedup),
-        "val_fraction": float(val_fraction),
-        "test_fraction": float(test_fraction),
-        "split_seed": int(split_seed),
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+@dataclass(frozen=True)
+class CacheSpec:
+    """The preprocessing settings a decoded cache is keyed by and built with (the data.* keys of conf/data/_common.yaml)."""
+
+    image_size: int
+    resize_mode: str
+    dedup: bool
+    val_fraction: float
+    test_fraction: float
+    split_seed: int
+
+    def key_fields(self) -> dict:
+        """The settings as they enter the cache key (typed, so 0.1 and 0.10 give one key)."""
+        return {"image_size": int(self.image_size), "resize_mode": self.resize_mode, "dedup": bool(self.dedup),
+                "val_fraction": float(self.val_fraction), "test_fraction": float(self.test_fraction), "split_seed": int(self.split_seed)}
 
 
-def build_cache(
-    source,
-    cache_dir: str | Path,
-    image_size: int,
-    resize_mode: str = "center_crop",
-    dedup: bool = True,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 42,
-    allow_missing_classes: bool = False,
-) -> Path:
+def cache_key(source, spec: CacheSpec) -> str:
+    """Content key of one source at one preprocessing: a changed file or setting builds a new cache."""
+    key = {"v": CACHE_VERSION, "source": source.describe(), "fingerprint": source.fingerprint(), **spec.key_fields()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def build_cache(source, cache_dir: str | Path, spec: CacheSpec, allow_missing_classes: bool = False) -> Path:
     """Return the cache folder for this source+preprocessing, building it if absent (atomically)."""
-    key = cache_key(source, image_size, resize_mode, dedup, val_fraction, test_fraction, split_seed)
+    key = cache_key(source, spec)
     final = Path(cache_dir).expanduser().resolve() / key
     if (final / "meta.json").is_file():
         return final
     t0 = time.perf_counter()
-    table = source.load(image_size, resize_mode, allow_missing_classes=allow_missing_classes)
+    table = source.load(spec.image_size, spec.resize_mode, allow_missing_classes=allow_missing_classes)
     report = {"images_in": len(table), "in_class_duplicates_removed": 0, "cross_class_images_dropped": 0}
-    if dedup:
+    if spec.dedup:
         table, report = deduplicate(table)
         if report["in_class_duplicates_removed"] or report["cross_class_images_dropped"]:
             log.warning(
@@ -83,7 +82,9 @@ def build_cache(
                 report["in_class_duplicates_removed"],
                 report["cross_class_images_dropped"],
             )
-    splits = table.splits if table.splits is not None else stratified_split(table.labels, val_fraction, test_fraction, split_seed)
+    splits = (
+        table.splits if table.splits is not None else stratified_split(table.labels, spec.val_fraction, spec.test_fraction, spec.split_seed)
+    )
     tmp = final.parent / f"{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -98,12 +99,12 @@ def build_cache(
         "version": CACHE_VERSION,
         "source": source.describe(),
         "classes": list(CLASS_NAMES),
-        "image_size": int(image_size),
-        "resize_mode": resize_mode,
+        "image_size": int(spec.image_size),
+        "resize_mode": spec.resize_mode,
         "split_from_source": table.splits is not None,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "split_seed": split_seed,
+        "val_fraction": spec.val_fraction,
+        "test_fraction": spec.test_fraction,
+        "split_seed": spec.split_seed,
         "class_counts": counts,
         "dedup": report,
         "bad_files": [{"path": p, "reason": r} for p, r in table.bad_files],
@@ -114,11 +115,12 @@ def build_cache(
         tmp.rename(final)
     except OSError:  # another process finished the same cache first
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("cached %d images at %d px in %s (%.1fs)", len(table), image_size, final, meta["build_seconds"])
+    log.info("cached %d images at %d px in %s (%.1fs)", len(table), spec.image_size, final, meta["build_seconds"])
     return final
 
 
 def load_cache(folder: str | Path) -> tuple[dict, dict[str, SplitArrays]]:
+    """(meta.json, the three splits) of a built cache folder; the images stay on disk until mapped."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     arrays = {

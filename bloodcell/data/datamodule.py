@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bloodcell.data.cache import SplitArrays, build_cache, load_cache
+from bloodcell.config import to_plain, yaml_defaults
+from bloodcell.data.cache import CacheSpec, SplitArrays, build_cache, load_cache
 from bloodcell.data.classes import CLASS_NAMES
 from bloodcell.data.dataset import CachedImageDataset, seed_worker_transform
 from bloodcell.data.images import RESIZE_MODES
@@ -49,36 +50,57 @@ def class_weights_from_counts(counts: np.ndarray) -> np.ndarray:
     return w
 
 
+def data_defaults() -> dict:
+    """The data.* settings of conf/data/_common.yaml (`_target_` included): the one place their defaults live."""
+    return yaml_defaults("data/_common.yaml")
+
+
+def datamodule_from_cfg(cfg: Mapping) -> BloodCellDataModule:
+    """A datamodule from a (possibly partial or older) data config: keys it lacks come from conf/data/_common.yaml.
+
+    For evaluation: a checkpoint written before a key existed, a benchmark .npz set, a hand-written dict.
+    Transforms stored in a config are dropped (evaluation only resizes).
+    """
+    from hydra.utils import instantiate
+
+    merged = {**data_defaults(), **to_plain(cfg)}
+    merged.pop("train_transform", None)
+    merged.pop("eval_transform", None)
+    return instantiate(merged, _convert_="all")
+
+
 class BloodCellDataModule(L.LightningDataModule):
     """Serves the cached splits of one source. `train_transform` augments; eval data is only resized."""
 
     def __init__(
         self,
         source,
-        image_size: int = 96,
-        resize_mode: str = "center_crop",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 42,
-        dedup: bool = True,
-        balance: str = "none",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        eval_num_workers: int | None = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        cache_dir: str = ".cache/bloodcell",
-        allow_missing_classes: bool = False,
+        *,
+        image_size: int,
+        resize_mode: str,
+        val_fraction: float,
+        test_fraction: float,
+        split_seed: int,
+        dedup: bool,
+        balance: str,
+        batch_size: int,
+        eval_batch_size: int | None,
+        num_workers: int,
+        eval_num_workers: int | None,
+        pin_memory: bool,
+        persistent_workers: bool,
+        cache_dir: str,
+        allow_missing_classes: bool,
+        copies: int,
+        copies_mixed: bool,
         train_transform: Callable | None = None,
         eval_transform: Callable | None = None,
         seed: int = 0,
-        copies: int = 0,
-        copies_mixed: bool = False,
         **source_keys: object,
     ) -> None:
-        # source_keys: user-facing copies of source options (data.root, data.path, data.size, ...)
-        # that the config interpolates into `source`; nothing more to do with them here.
+        # Every setting is required: its default lives in conf/data/_common.yaml (datamodule_from_cfg fills it in
+        # for configs that lack it). source_keys: user-facing copies of source options (data.root, data.path,
+        # data.size, ...) that the config interpolates into `source`; nothing more to do with them here.
         super().__init__()
         if not isinstance(image_size, int) or image_size < 8:
             raise ConfigError(f"data.image_size={image_size!r}: must be an integer ≥ 8 (pixels per side, e.g. 96).")
@@ -117,18 +139,14 @@ class BloodCellDataModule(L.LightningDataModule):
         self.splits: dict[str, SplitArrays] = {}
 
     # -- building -------------------------------------------------------------------------
+    @property
+    def cache_spec(self) -> CacheSpec:
+        """The preprocessing settings the decoded cache is keyed by."""
+        return CacheSpec(self.image_size, self.resize_mode, self.dedup, self.val_fraction, self.test_fraction, self.split_seed)
+
     def prepare_data(self) -> None:
-        self.cache_folder = build_cache(
-            self.source,
-            self.cache_dir,
-            self.image_size,
-            self.resize_mode,
-            self.dedup,
-            self.val_fraction,
-            self.test_fraction,
-            self.split_seed,
-            self.allow_missing_classes,
-        )
+        """Build (or find) the decoded cache of this source at these settings."""
+        self.cache_folder = build_cache(self.source, self.cache_dir, self.cache_spec, self.allow_missing_classes)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -201,7 +219,8 @@ class BloodCellDataModule(L.LightningDataModule):
         from bloodcell.data.copies import build_copies
 
         arr = self.splits["train"]
-        images, labels = build_copies(arr.images_path, arr.labels, self.train_transform, self.copies, self.copies_mixed, self.seed, self.cache_folder)
+        images, labels = build_copies(arr.images_path, arr.labels, self.train_transform, self.copies, self.copies_mixed, self.seed,
+                                      self.cache_folder)
         indices = oversample_indices(labels, self.seed) if self.balance == "oversample" else None
         return CachedImageDataset(images, labels, None, indices)
 

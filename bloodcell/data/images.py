@@ -69,6 +69,25 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def decode_file(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """(pixels, None) or (None, why): the one way a listed file is decoded, so no caller crashes on a bad file."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None, f"not an image file (suffix {path.suffix or 'none'!r}); readable suffixes: {', '.join(sorted(IMAGE_SUFFIXES))}"
+    try:
+        return read_image(path), None
+    except ImageReadError as exc:
+        return None, str(exc)
+    except OSError as exc:  # vanished or unreadable (permissions) between listing and reading
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def visible_files(root: Path) -> list[Path]:
+    """Every file under `root`, recursively and sorted, skipping hidden files and folders (.DS_Store, .git, ...)."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
+
+
 def pixel_hash(arr: np.ndarray) -> str:
     """Content hash of decoded pixels (shape included): equal images hash equal across formats/files."""
     h = hashlib.blake2b(digest_size=16)

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bloodcell.data.classes import CLASS_NAMES, canonical_class, map_class_names
-from bloodcell.data.images import IMAGE_SUFFIXES, ImageReadError, pixel_hash, read_image, resize_image
+from bloodcell.data.images import decode_file, pixel_hash, resize_image, visible_files
 from bloodcell.data.table import SPLITS, ImageTable
 from bloodcell.errors import ConfigError, DataError
 
@@ -61,11 +61,7 @@ class FolderSource:
 
     def list_files(self) -> list[tuple[Path, str]]:
         """(file, class folder name) for every non-hidden file under the class folders, sorted."""
-        out = []
-        for d in self._class_dirs():
-            files = sorted(p for p in d.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(d).parts))
-            out.extend((f, d.name) for f in files)
-        return out
+        return [(f, d.name) for d in self._class_dirs() for f in visible_files(d)]
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -90,20 +86,18 @@ class FolderSource:
         bad: list[tuple[str, str]] = []
 
         def work(i: int) -> tuple[int, str | None]:
-            path = files[i][0]
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                return i, f"not an image file (suffix {path.suffix or 'none'!r})"
-            try:
-                arr = read_image(path)
-            except ImageReadError as exc:
-                return i, str(exc)
+            arr, why = decode_file(files[i][0])
+            if arr is None:
+                return i, why
             hashes[i] = pixel_hash(arr)
             images[i] = resize_image(arr, image_size, resize_mode)
             return i, None
 
         with ThreadPoolExecutor(self.num_workers) as pool:
             it = pool.map(work, range(len(files)), chunksize=64)
-            for i, err in tqdm(it, total=len(files), desc=f"decode {self.root.name}", unit="img", mininterval=1.0, disable=len(files) < 500):
+            for i, err in tqdm(
+                it, total=len(files), desc=f"decode {self.root.name}", unit="img", mininterval=1.0, disable=len(files) < 500
+            ):
                 if err is None:
                     ok[i] = True
                 else:
@@ -197,7 +191,9 @@ class NpzSource:
     def _open(self):
         self.fingerprint()
         if not zipfile.is_zipfile(self.path):  # else np.load guesses "pickled data" for any non-npz file
-            raise DataError(f"data.path={self.path} is not an .npz archive (numpy.savez output); convert it, or use data=folder for image files.")
+            raise DataError(
+                f"data.path={self.path} is not an .npz archive (numpy.savez output); convert it, or use data=folder for image files."
+            )
         try:
             return np.load(self.path, allow_pickle=False)
         except Exception as exc:
@@ -239,7 +235,10 @@ class NpzSource:
         present = {CLASS_NAMES[i] for i in np.unique(labels)}
         missing = [c for c in CLASS_NAMES if c not in present]
         if missing and not allow_missing_classes:
-            raise DataError(f"{where}: no image of class(es) {missing}; training needs all 8 classes (data.allow_missing_classes=true to evaluate on a subset).")
+            raise DataError(
+                f"{where}: no image of class(es) {missing}; training needs all 8 classes "
+                "(data.allow_missing_classes=true to evaluate on a subset)."
+            )
         return ImageTable(
             images=np.concatenate(all_images),
             labels=labels,

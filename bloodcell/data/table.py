@@ -33,7 +33,7 @@ class ImageTable:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def select(self, keep: np.ndarray) -> "ImageTable":
+    def select(self, keep: np.ndarray) -> ImageTable:
         """Rows where `keep` (bool mask or index array) holds; bad_files carried over."""
         idx = np.flatnonzero(keep) if keep.dtype == bool else keep
         return ImageTable(

@@ -1,6 +1,6 @@
 """Benchmark sets built from one split, reproducible byte for byte from a seed.
 
-    python -m bloodcell.evaluation.benchmark_sets data=pbc128 data.image_size=128 out=bench/pbc128 seed=0
+    python -m bloodcell.tools.benchmark_sets data=pbc128 data.image_size=128 out=bench/pbc128 seed=0
 
 writes, in AN2DL npz layout (`images`, `labels`, `class_names`, `source_ids`) so that
 `data=npz data.path=FILE` reads any of them through the ordinary data path:
@@ -21,11 +21,13 @@ import json
 import logging
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bloodcell.config import check_trusted_targets, to_plain
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
@@ -52,6 +54,7 @@ def write_npz_deterministic(path: str | Path, arrays: dict[str, np.ndarray]) -> 
 
 
 def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, streamed (the manifest proves byte-for-byte reproducibility)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -76,26 +79,26 @@ def apply_chain(images: np.ndarray, chain: Any, seed: int) -> np.ndarray:
         transform.set_random_seed(image_seed(seed, BMK_SEED_TAG, i))
         img = transform(image=np.array(images[i]))["image"]
         if img.shape != images[i].shape or img.dtype != np.uint8:
-            raise ConfigError(f"bmk.chain changed an image from {images[i].shape} uint8 to {img.shape} {img.dtype}; use ops that keep size and dtype.")
+            raise ConfigError(
+                f"bmk.chain changed an image from {images[i].shape} uint8 to {img.shape} {img.dtype}; use ops that keep size and dtype."
+            )
         out[i] = img
     return out
 
 
 def apply_corruption(images: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+    """One corruption at one severity on every image, each image seeded by its own index."""
     stream = list(CORRUPTIONS).index(name) * 10 + severity
-    return np.stack([corrupt(np.asarray(img), name, severity, np.random.default_rng(image_seed(seed, stream, i))) for i, img in enumerate(images)])
+    return np.stack(
+        [corrupt(np.asarray(img), name, severity, np.random.default_rng(image_seed(seed, stream, i))) for i, img in enumerate(images)]
+    )
 
 
 def load_split(data_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str], dict]:
     """Images (N×S×S×3 uint8), labels, ids, class names and source description of one split, through the data path."""
-    from hydra.utils import instantiate
+    from bloodcell.data.datamodule import datamodule_from_cfg
 
-    from bloodcell.module import to_plain
-
-    cfg = {**to_plain(data_cfg), "num_workers": 0}
-    cfg.pop("train_transform", None)
-    cfg.pop("eval_transform", None)
-    dm = instantiate(cfg, _convert_="all")
+    dm = datamodule_from_cfg({**to_plain(data_cfg), "num_workers": 0})
     dm.prepare_data()
     dm.setup("test")
     ds = dm.dataset(split)
@@ -108,6 +111,7 @@ def _set_arrays(images: np.ndarray, labels: np.ndarray, ids: list[str], classes:
 
 
 def resolve_corruptions(names: Any) -> list[str]:
+    """`all`, one name or a list → validated corruption names (unknown names stop with the choices)."""
     if names in (None, "all"):
         return list(CORRUPTIONS)
     names = [names] if isinstance(names, str) else list(names)
@@ -117,14 +121,52 @@ def resolve_corruptions(names: Any) -> list[str]:
     return names
 
 
-def build_benchmark_sets(data_cfg: Any, out: str | Path, split: str = "test", seed: int = 0, chain: Any = None,
-                         corruptions: Any = "all", severities: Sequence[int] = SEVERITIES, overwrite: bool = False) -> dict:
-    """Write clean/Bmk/corruption sets of `split` into `out`; returns the manifest."""
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """What to build from a split (the keys of conf/benchmark_sets.yaml; their defaults live there)."""
+
+    split: str
+    seed: int
+    chain: Any  # the Bmk chain (conf/bmk/<name>.yaml `chain`); empty: no bmk.npz
+    corruptions: Any  # "all" or a list of names from corruptions.py
+    severities: Sequence[int]
+    overwrite: bool
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> BenchmarkSpec:
+        """From a composed benchmark_sets config."""
+        return cls(
+            split=str(cfg.split),
+            seed=int(cfg.seed),
+            chain=to_plain(cfg.bmk.chain),
+            corruptions=to_plain(cfg.corruptions),
+            severities=[int(s) for s in cfg.severities],
+            overwrite=bool(cfg.overwrite),
+        )
+
+
+def source_data_cfg(data_cfg: Any, ckpt: str | None) -> Any:
+    """The data config to build from: the given one, or a checkpoint's own (its source and split), checked as untrusted."""
+    if not data_cfg and ckpt:
+        from bloodcell.checkpoint import read_checkpoint
+
+        data_cfg = read_checkpoint(ckpt)["hyper_parameters"].get("data") or None
+        check_trusted_targets(data_cfg, f"ckpt={ckpt} data config")
+    if not data_cfg:
+        raise ConfigError("no data to build from: pass data=<source> (e.g. data=pbc128) or ckpt=PATH to use a checkpoint's data and split.")
+    return data_cfg
+
+
+def build_benchmark_sets(data_cfg: Any, out: str | Path, spec: BenchmarkSpec) -> dict:
+    """Write clean/Bmk/corruption sets of `spec.split` into `out`; returns the manifest."""
+    if out in (None, "", "???"):
+        raise ConfigError("out is required: the folder to write the benchmark sets into, e.g. out=bench/pbc128")
     out = Path(out).expanduser().resolve()
-    if (out / MANIFEST).exists() and not overwrite:
+    if (out / MANIFEST).exists() and not spec.overwrite:
         raise ConfigError(f"out={out} already holds benchmark sets ({MANIFEST}); choose another folder or pass overwrite=true.")
-    names = resolve_corruptions(corruptions)
-    severities = [int(s) for s in severities]
+    split, seed, chain = spec.split, spec.seed, spec.chain
+    names = resolve_corruptions(spec.corruptions)
+    severities = [int(s) for s in spec.severities]
     bad = [s for s in severities if s not in SEVERITIES]
     if bad:
         raise ConfigError(f"severities={bad} invalid; use values in {list(SEVERITIES)}.")
@@ -146,8 +188,6 @@ def build_benchmark_sets(data_cfg: Any, out: str | Path, split: str = "test", se
     import albumentations
     import cv2
 
-    from bloodcell.module import to_plain
-
     manifest = {
         "seed": int(seed),
         "split": split,
@@ -166,38 +206,10 @@ def build_benchmark_sets(data_cfg: Any, out: str | Path, split: str = "test", se
 
 
 def read_manifest(folder: str | Path) -> tuple[Path, dict]:
+    """(folder, manifest) of a built benchmark folder; a folder without one says how to build it."""
     folder = Path(folder).expanduser().resolve()
     if not (folder / MANIFEST).is_file():
         raise ConfigError(
-            f"benchmark_dir={folder} has no {MANIFEST}; build it first: python -m bloodcell.evaluation.benchmark_sets data=... out={folder}"
+            f"benchmark_dir={folder} has no {MANIFEST}; build it first: python -m bloodcell.tools.benchmark_sets data=... out={folder}"
         )
     return folder, json.loads((folder / MANIFEST).read_text())
-
-
-def _main() -> None:
-    import hydra
-    from omegaconf import DictConfig
-
-    import bloodcell  # noqa: F401  (registers config resolvers)
-    from bloodcell.cli import user_errors_exit
-
-    @hydra.main(version_base="1.3", config_path="../../conf", config_name="benchmark_sets")
-    @user_errors_exit
-    def main(cfg: DictConfig) -> None:
-        data_cfg = cfg.get("data")
-        if not data_cfg and cfg.get("ckpt"):
-            from bloodcell.checkpoint import check_trusted_targets, read_checkpoint
-
-            data_cfg = read_checkpoint(cfg.ckpt)["hyper_parameters"].get("data") or None
-            check_trusted_targets(data_cfg, f"ckpt={cfg.ckpt} data config")
-        if not data_cfg:
-            raise ConfigError("no data to build from: pass data=<source> (e.g. data=pbc128) or ckpt=PATH to use a checkpoint's data and split.")
-        if cfg.get("out") in (None, "", "???"):
-            raise ConfigError("out is required: the folder to write the benchmark sets into, e.g. out=bench/pbc128")
-        build_benchmark_sets(data_cfg, cfg.out, cfg.split, cfg.seed, cfg.bmk.chain, cfg.corruptions, cfg.severities, cfg.overwrite)
-
-    main()
-
-
-if __name__ == "__main__":
-    _main()

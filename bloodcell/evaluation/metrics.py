@@ -41,6 +41,7 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict:
 
 
 def classification_metrics(probs, labels, classes: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro F1, per-class scores and confusion matrix from probabilities (torchmetrics)."""
     cm = confusion_matrix(probs, labels, len(classes))
     out = metrics_from_confusion(cm, classes)
     out["confusion_matrix"] = cm.tolist()

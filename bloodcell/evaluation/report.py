@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 
 
 def write_json(obj: dict, path: str | Path) -> Path:
+    """Write `obj` as indented JSON, creating the folder (every picture has such a file beside it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, default=float))
@@ -48,7 +49,8 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], path: str | Path, 
 def format_summary(metrics: dict, classes: list[str]) -> str:
     """Plain-text table printed to the console."""
     lines = [
-        f"n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  balanced_accuracy={metrics['balanced_accuracy']:.4f}  macro_f1={metrics['macro_f1']:.4f}",
+        f"n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  balanced_accuracy={metrics['balanced_accuracy']:.4f}  "
+        f"macro_f1={metrics['macro_f1']:.4f}",
         f"{'class':<22}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
     for c in classes:
@@ -77,8 +79,15 @@ def plot_reliability(bins: dict, path: str | Path, title: str = "") -> Path:
     fig, (ax, axc) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax.bar(centers, acc, width=width * 0.95, color="tab:blue", edgecolor="k", label="accuracy")
     gap_bottom = np.where(count > 0, np.minimum(acc, np.nan_to_num(conf)), 0)
-    ax.bar(centers, np.where(count > 0, np.abs(np.nan_to_num(conf) - acc), 0), bottom=gap_bottom, width=width * 0.95,
-           color="tab:red", alpha=0.35, label="gap to confidence")
+    ax.bar(
+        centers,
+        np.where(count > 0, np.abs(np.nan_to_num(conf) - acc), 0),
+        bottom=gap_bottom,
+        width=width * 0.95,
+        color="tab:red",
+        alpha=0.35,
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
@@ -139,14 +148,30 @@ def format_report_md(metrics: dict, classes: list[str], robustness: dict | None 
     lines += ["", f"Data: {metrics['source']} · split `{metrics['split']}` · n = {metrics['n']} · TTA `{metrics['tta']}`", ""]
     if robustness:
         s = robustness["summary"]
-        lines += ["## Robustness summary", "", "| val acc | test acc | Bmk acc | mean corruption acc |", "|---|---|---|---|",
-                  f"| {_fmt(s['val_acc'])} | {_fmt(s['test_acc'])} | {_fmt(s['bmk_acc'])} | {_fmt(s['mean_corruption_acc'])} |", ""]
-    lines += ["## Metrics", "", "| accuracy | balanced accuracy | macro F1 | ECE | NLL |", "|---|---|---|---|---|",
-              f"| {_fmt(metrics['accuracy'])} | {_fmt(metrics['balanced_accuracy'])} | {_fmt(metrics['macro_f1'])} | {_fmt(metrics['ece'])} | {_fmt(metrics['nll'])} |", ""]
+        lines += [
+            "## Robustness summary",
+            "",
+            "| val acc | test acc | Bmk acc | mean corruption acc |",
+            "|---|---|---|---|",
+            f"| {_fmt(s['val_acc'])} | {_fmt(s['test_acc'])} | {_fmt(s['bmk_acc'])} | {_fmt(s['mean_corruption_acc'])} |",
+            "",
+        ]
+    lines += [
+        "## Metrics",
+        "",
+        "| accuracy | balanced accuracy | macro F1 | ECE | NLL |",
+        "|---|---|---|---|---|",
+        f"| {_fmt(metrics['accuracy'])} | {_fmt(metrics['balanced_accuracy'])} | {_fmt(metrics['macro_f1'])} | "
+        f"{_fmt(metrics['ece'])} | {_fmt(metrics['nll'])} |",
+        "",
+    ]
     cal = metrics.get("calibration")
     if cal:
-        lines += [f"Temperature scaling fitted on the validation split: T = {cal['temperature']:.3f}; "
-                  f"ECE {_fmt(cal['ece_before'])} → {_fmt(metrics['ece'])}, NLL {_fmt(cal['nll_before'])} → {_fmt(metrics['nll'])}.", ""]
+        lines += [
+            f"Temperature scaling fitted on the validation split: T = {cal['temperature']:.3f}; "
+            f"ECE {_fmt(cal['ece_before'])} → {_fmt(metrics['ece'])}, NLL {_fmt(cal['nll_before'])} → {_fmt(metrics['nll'])}.",
+            "",
+        ]
     lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for c in classes:
         m = metrics["per_class"][c]
@@ -155,8 +180,12 @@ def format_report_md(metrics: dict, classes: list[str], robustness: dict | None 
     if robustness and robustness.get("corruptions"):
         table = robustness["corruptions"]
         sevs = sorted({s for row in table.values() for s in row}, key=int)
-        lines += ["## Accuracy per corruption × severity", "", "| corruption | " + " | ".join(f"s{s}" for s in sevs) + " | mean |",
-                  "|---|" + "---|" * (len(sevs) + 1)]
+        lines += [
+            "## Accuracy per corruption × severity",
+            "",
+            "| corruption | " + " | ".join(f"s{s}" for s in sevs) + " | mean |",
+            "|---|" + "---|" * (len(sevs) + 1),
+        ]
         for name, row in table.items():
             vals = [row[s] for s in sevs]
             lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} |")

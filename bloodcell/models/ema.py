@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
+from bloodcell.config import require_keys
 from bloodcell.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def ema_decay(decay: float, n_averaged: int, warmup: bool) -> float:
 class EMAWeights(WeightAveraging):
     """Exponential moving average of parameters and BatchNorm statistics, updated after every optimizer step."""
 
-    def __init__(self, decay: float = 0.999, warmup: bool = True, device: str | None = None) -> None:
+    def __init__(self, decay: float, warmup: bool, device: str | None = None) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"model.ema.decay={decay} must be in (0, 1), e.g. 0.999.")
         self.decay = float(decay)
@@ -54,6 +55,7 @@ class EMAWeights(WeightAveraging):
 
 def ema_callback(cfg: dict[str, Any] | None) -> EMAWeights | None:
     """EMAWeights from the model.ema config block, or None when disabled."""
-    if not cfg or not cfg.get("enabled", False):
+    if not cfg or not cfg.get("enabled"):
         return None
-    return EMAWeights(decay=float(cfg.get("decay", 0.999)), warmup=bool(cfg.get("warmup", True)), device=cfg.get("device"))
+    opts = require_keys(cfg, ("decay", "warmup"), "model.ema")  # defaults: conf/model/_common.yaml
+    return EMAWeights(decay=float(opts["decay"]), warmup=bool(opts["warmup"]), device=cfg.get("device"))

@@ -50,7 +50,9 @@ def check_backbone_name(name: str) -> None:
         raise ConfigError(f"model.backbone={name!r} is not a timm model.{suggest(name, timm.list_models())} (see timm.list_models()).")
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: str | None = None, weights_source: str | None = None, **kwargs) -> nn.Module:
+def create_backbone(
+    name: str, pretrained: bool = False, weights: str | None = None, weights_source: str | None = None, **kwargs
+) -> nn.Module:
     """timm model without classifier (num_classes=0 → pooled features), initialised from one weight source.
 
     Sources (at most one): `weights` a local file (through timm's pretrained_cfg_overlay), `weights_source`

@@ -23,6 +23,7 @@ import lightning as L
 from timm.models import group_parameters
 from torch import nn
 
+from bloodcell.config import to_plain
 from bloodcell.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ def split_model_cfg(model_cfg: dict) -> tuple[dict, dict]:
 def backbone_stages(backbone: nn.Module) -> list[list[str]]:
     """Parameter names of each backbone stage, input side first (timm coarse group_matcher)."""
     if not hasattr(backbone, "group_matcher"):
-        raise ConfigError(f"{type(backbone).__name__} has no timm group_matcher, so its stages are unknown; staged fine-tuning needs a timm backbone.")
+        raise ConfigError(
+            f"{type(backbone).__name__} has no timm group_matcher, so its stages are unknown; staged fine-tuning needs a timm backbone."
+        )
     groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
     return [list(names) for _, names in sorted(groups.items())]
 
@@ -121,11 +124,15 @@ class FinetunePlan:
             named = dict(model.backbone.named_parameters())
             groups: list[dict] = []
             for i, names in enumerate(stages):
-                groups += decay_groups(((n, named[n]) for n in names), weight_decay, lr * self.stage_lr_scale(i, len(stages)), f"backbone.stage{i}")
+                groups += decay_groups(
+                    ((n, named[n]) for n in names), weight_decay, lr * self.stage_lr_scale(i, len(stages)), f"backbone.stage{i}"
+                )
             groups += decay_groups(model.head.named_parameters(), weight_decay, lr, "head")
         n_grouped = sum(len(g["params"]) for g in groups)
         if n_grouped != len(list(model.parameters())):
-            raise ConfigError(f"staged fine-tuning grouped {n_grouped} of {len(list(model.parameters()))} parameters; the model must be backbone + head.")
+            raise ConfigError(
+                f"staged fine-tuning grouped {n_grouped} of {len(list(model.parameters()))} parameters; the model must be backbone + head."
+            )
         return groups
 
     def apply(self, model: nn.Module, epoch: int) -> int:
@@ -162,8 +169,11 @@ class StagedFinetuning(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.plan.freeze and trainer.max_epochs is not None and 0 < trainer.max_epochs <= self.plan.freeze_epochs:
-            log.warning("trainer.max_epochs=%d <= model.freeze_epochs=%d: the backbone is never unfrozen (head-only training).",
-                        trainer.max_epochs, self.plan.freeze_epochs)
+            log.warning(
+                "trainer.max_epochs=%d <= model.freeze_epochs=%d: the backbone is never unfrozen (head-only training).",
+                trainer.max_epochs,
+                self.plan.freeze_epochs,
+            )
         self._apply(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -174,7 +184,6 @@ class StagedFinetuning(L.Callback):
 def model_callbacks(model_cfg: Any) -> list[L.Callback]:
     """Callbacks the model config asks for: staged fine-tuning and/or EMA of the weights."""
     from bloodcell.models.ema import ema_callback
-    from bloodcell.module import to_plain
 
     cfg = to_plain(model_cfg) or {}
     callbacks: list[L.Callback] = []

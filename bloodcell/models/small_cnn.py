@@ -13,7 +13,9 @@ class SmallCNN(nn.Module):
     `pretrained_cfg` with mean/std, `feature_info`) so the same head/freeze code serves it.
     """
 
-    def __init__(self, num_classes: int = 8, channels: tuple[int, ...] = (32, 64, 128, 256), drop_rate: float = 0.0, in_chans: int = 3, **_: object) -> None:
+    def __init__(
+        self, num_classes: int = 8, channels: tuple[int, ...] = (32, 64, 128, 256), drop_rate: float = 0.0, in_chans: int = 3, **_: object
+    ) -> None:
         super().__init__()
         blocks = []
         prev = in_chans
@@ -50,6 +52,7 @@ class SmallCNN(nn.Module):
 
 @register_model
 def bloodcell_small_cnn(pretrained: bool = False, **kwargs: object) -> SmallCNN:
+    """timm registry entry for the small CNN baseline, so `model.backbone=bloodcell_small_cnn` works like any timm name."""
     if pretrained:
         raise ValueError("bloodcell_small_cnn has no pretrained weights; set model.pretrained=false.")
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("pretrained_cfg")}

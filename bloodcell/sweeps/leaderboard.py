@@ -1,13 +1,12 @@
 """Turn a Hydra multirun folder into a leaderboard: CSV + markdown + JSON, and a PNG of metric vs each swept parameter.
 
-python -m bloodcell.sweeps.leaderboard multirun/<task>/<date>_<time>   (or multirun/<task>: its newest sweep)
+python -m bloodcell.tools.leaderboard multirun/<task>/<date>_<time>   (or multirun/<task>: its newest sweep)
 
 Each job folder holds `.hydra/overrides.yaml` (what was swept) and, once it finished, `summary.json`
 (written by bloodcell.training). A job without `summary.json` is listed as incomplete, never dropped.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -92,6 +91,7 @@ def resolve_sweep_dir(path: str | Path) -> Path:
 
 
 def read_run(job_dir: Path, sweep_dir: Path) -> RunRecord:
+    """One job folder → RunRecord (overrides from .hydra, metrics from summary.json, or 'incomplete')."""
     overrides_list = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = dict(parse_override(o) for o in overrides_list)
     job = str(job_dir.relative_to(sweep_dir))
@@ -111,6 +111,7 @@ def read_run(job_dir: Path, sweep_dir: Path) -> RunRecord:
 
 
 def collect_runs(sweep_dir: Path) -> list[RunRecord]:
+    """Every job of a sweep folder as a RunRecord, in job order; a folder without jobs is an error."""
     jobs = find_job_dirs(sweep_dir)
     if not jobs:
         raise BloodcellError(f"{sweep_dir} holds no Hydra job folders (none with .hydra/overrides.yaml); is it a multirun folder?")
@@ -133,6 +134,7 @@ def metric_columns(runs: list[RunRecord], metric: str) -> list[str]:
 
 
 def default_metric(runs: list[RunRecord]) -> str:
+    """The metric the runs' checkpoints were selected on (their monitor), else val/bal_acc."""
     monitors = [r.monitor for r in runs if r.monitor]
     return monitors[0] if monitors else "val/bal_acc"
 
@@ -157,6 +159,7 @@ def build_table(runs: list[RunRecord], metric: str) -> tuple[list[str], list[dic
 
 
 def format_cell(value: Any, column: str = "") -> str:
+    """A table cell as text: metrics to 4 decimals, seconds per epoch to 2, sampled float overrides to 4 digits, missing empty."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -167,6 +170,7 @@ def format_cell(value: Any, column: str = "") -> str:
 
 
 def write_csv(columns: list[str], rows: list[dict], path: Path) -> None:
+    """leaderboard.csv: one row per run, every column."""
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -174,6 +178,7 @@ def write_csv(columns: list[str], rows: list[dict], path: Path) -> None:
 
 
 def markdown_table(columns: list[str], rows: list[dict]) -> str:
+    """A markdown table of the rows (pipes in values escaped)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(format_cell(row.get(c), c).replace("|", "\\|") for c in columns) + " |" for row in rows]
     return "\n".join(lines)
@@ -220,6 +225,7 @@ def write_markdown(sweep_dir: Path, metric: str, columns: list[str], rows: list[
 
 
 def as_number(value: Any) -> float | None:
+    """A swept value as a float when it is numeric (for the x axis), else None."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -273,7 +279,8 @@ def plot_leaderboard(rows: list[dict], swept: list[str], metric: str, path: Path
     ys = [r[metric] for r in scored]
     panels = [*swept, "job order"] if history else (swept or ["job order"])
     ncols = min(3, len(panels))
-    fig, axes = plt.subplots(math.ceil(len(panels) / ncols), ncols, figsize=(4.2 * ncols, 3.4 * math.ceil(len(panels) / ncols)), squeeze=False)
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, panels):
         if key == "job order":
             plot_history(ax, scored, ys)
@@ -282,7 +289,7 @@ def plot_leaderboard(rows: list[dict], swept: list[str], metric: str, path: Path
             ax.set_xlabel(key)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -308,37 +315,29 @@ def summarize(sweep: str | Path, metric: str | None = None, out_dir: str | Path 
     optuna = read_optuna_results(sweep_dir)
     ensemble = ensemble_command(rows, ensemble_top) if ensemble_top else None
     write_csv(columns, rows, paths["csv"])
-    paths["json"].write_text(json.dumps({"sweep": str(sweep_dir), "metric": metric, "swept": swept, "columns": columns,
-                                         "rows": rows, "optuna": optuna, "ensemble_command": ensemble}, indent=2, default=str))
+    paths["json"].write_text(
+        json.dumps(
+            {
+                "sweep": str(sweep_dir),
+                "metric": metric,
+                "swept": swept,
+                "columns": columns,
+                "rows": rows,
+                "optuna": optuna,
+                "ensemble_command": ensemble,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     plot = plot_leaderboard(rows, swept, metric, paths["png"], title=f"{sweep_dir}\n{metric} per run", history=optuna is not None)
     if plot is None:
         paths.pop("png")
         log.warning("no finished run has %s; no plot drawn", metric)
-    write_markdown(sweep_dir, metric, columns, rows, common_overrides(runs), optuna, ensemble, paths["png"].name if plot else None, paths["md"])
+    write_markdown(
+        sweep_dir, metric, columns, rows, common_overrides(runs), optuna, ensemble, paths["png"].name if plot else None, paths["md"]
+    )
     if not any(r.score(metric) is not None for r in runs):
         known = sorted({k for r in runs for k in r.metrics})
         log.warning("no run logged %r; logged metrics: %s", metric, known)
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bloodcell.sweeps.leaderboard", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep", help="multirun folder (multirun/<task>/<date>_<time>), or multirun/<task> for its newest sweep")
-    parser.add_argument("--metric", default=None, help="rank by this logged metric (default: the runs' monitor, val/bal_acc)")
-    parser.add_argument("--out", default=None, help="write the leaderboard files here instead of into the sweep folder")
-    parser.add_argument("--ensemble-top", type=int, default=0, metavar="K",
-                        help="also print the evaluate.py command that ensembles the best K checkpoints")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        paths = summarize(args.sweep, args.metric, args.out, args.ensemble_top)
-    except BloodcellError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(paths["md"].read_text())
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
+from bloodcell.config import compose  # noqa: E402
 from bloodcell.data.dataset import CachedImageDataset  # noqa: E402
 from bloodcell.module import BloodCellModule  # noqa: E402
 
@@ -58,8 +58,7 @@ def crafted_dataset() -> CachedImageDataset:
 
 
 def main(out_dir: Path) -> None:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["trainer=ddp_cpu", "model=small_cnn", "paths.output_dir=" + str(out_dir)])
+    cfg = compose("train", ["trainer=ddp_cpu", "model=small_cnn", "paths.output_dir=" + str(out_dir)])
     module = BloodCellModule(model=cfg.model, optim=cfg.optim, classes=[str(i) for i in range(N_CLASSES)], image_size=SIZE)
     module.model = LabelOracle(module.mean, module.std)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False,

@@ -1,10 +1,11 @@
-"""Shared wrapper for the entry points: user errors print one clear line, not a traceback."""
+"""The one style of every entry point: user errors print one clear line (exit status 2), not a traceback."""
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
 
+from bloodcell.config import CONF_DIR
 from bloodcell.errors import BloodcellError
 
 
@@ -34,3 +35,16 @@ def user_errors_exit(fn: Callable) -> Callable:
             sys.exit(2)
 
     return wrapper
+
+
+def hydra_tool(config_name: str) -> Callable[[Callable], Callable]:
+    """A Hydra app on conf/<config_name>.yaml (overrides, -m, --help, run folders) with one-line user errors."""
+    import hydra
+
+    def decorate(fn: Callable) -> Callable:
+        return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(user_errors_exit(fn))
+
+    return decorate
+
+
+argparse_tool = user_errors_exit  # argparse tools: `main(argv=None)`, same error handling

@@ -14,20 +14,20 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from bloodcell.checkpoint import load_module
-from bloodcell.data.images import IMAGE_SUFFIXES, ImageReadError, read_image, resize_image
-from bloodcell.errors import CheckpointError, ConfigError, DataError
+from bloodcell.config import to_plain
+from bloodcell.data.datamodule import data_defaults
+from bloodcell.data.images import decode_file, resize_image, visible_files
+from bloodcell.errors import ConfigError, DataError
+from bloodcell.evaluation.inference import load_members, require_checkpoints, resolve_device
 from bloodcell.evaluation.metrics import average_probs
 from bloodcell.evaluation.report import write_json
-from bloodcell.evaluation.runner import as_list
-from bloodcell.module import BloodCellModule, to_plain
+from bloodcell.module import BloodCellModule
 
 log = logging.getLogger(__name__)
 
@@ -57,56 +57,29 @@ def list_files(root: str | Path) -> list[Path]:
         raise DataError(f"predict_dir={root} does not exist; point it at a folder of images (sub-folders are searched too).")
     if not root.is_dir():
         raise DataError(f"predict_dir={root} is a file, not a folder; put the image(s) in a folder and pass that folder.")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
+    files = visible_files(root)
     if not files:
         raise DataError(f"predict_dir={root} contains no files.")
     return files
 
 
-def as_checkpoint_list(ckpt: Any) -> list[str]:
-    """`ckpt=a.ckpt` or `ckpt=[a.ckpt,b.ckpt]` → list of paths."""
-    items = as_list(ckpt) or []
-    if not items or any(c in (None, "", "???") for c in items):
-        raise ConfigError("ckpt is required: python evaluate.py ckpt=PATH predict_dir=DIR (or ckpt=[A,B] for an ensemble).")
-    return [str(c) for c in items]
-
-
-def check_same_classes(modules: Sequence[BloodCellModule], paths: Sequence[str]) -> list[str]:
-    """Ensemble members must predict the same classes in the same order (else averaging is meaningless)."""
-    classes = list(modules[0].classes)
-    for module, path in zip(modules[1:], paths[1:]):
-        if list(module.classes) != classes:
-            raise CheckpointError(
-                f"ckpt={path} predicts classes {list(module.classes)}, but ckpt={paths[0]} predicts {classes}; "
-                "an ensemble needs checkpoints trained on the same class set."
-            )
-    return classes
-
-
 def preprocessing_of(module: BloodCellModule) -> tuple[int, str]:
     """(image size, resize mode) the checkpoint was trained with."""
-    data = to_plain(module.hparams.get("data")) or {}
-    return int(module.hparams.image_size), str(data.get("resize_mode", "center_crop"))
+    data = {**data_defaults(), **(to_plain(module.hparams.get("data")) or {})}  # older checkpoints: conf/data's resize mode
+    return int(module.hparams.image_size), str(data["resize_mode"])
 
 
 def refuse_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
+    """Stop before any work when an output exists and overwrite=true was not given."""
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
-        raise ConfigError(f"{', '.join(existing)} already exist(s); refusing to overwrite. Pass overwrite=true, or choose another predictions=PATH.")
-
-
-def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return None, f"not an image file (suffix {path.suffix or 'none'!r}; readable: {', '.join(sorted(IMAGE_SUFFIXES))})"
-    try:
-        return read_image(path), None
-    except ImageReadError as exc:
-        return None, str(exc)
-    except OSError as exc:  # vanished or unreadable (permissions) between listing and reading
-        return None, f"{type(exc).__name__}: {exc}"
+        raise ConfigError(
+            f"{', '.join(existing)} already exist(s); refusing to overwrite. Pass overwrite=true, or choose another predictions=PATH."
+        )
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    """Consecutive slices of at most `size` items."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -130,14 +103,18 @@ def predict_folder(
     checkpoints: Sequence[str],
     root: str | Path,
     predictions_csv: str | Path,
+    *,
+    device: str | torch.device,
+    batch_size: int,
     errors_csv: str | Path | None = None,
     overwrite: bool = False,
-    device: str | torch.device = "cpu",
-    batch_size: int = 64,
     num_threads: int | None = None,
     progress: bool | None = None,
 ) -> PredictionSummary:
-    """Predict every file under `root`; write predictions and errors CSVs and a summary JSON beside them."""
+    """Predict every file under `root`; write predictions and errors CSVs and a summary JSON beside them.
+
+    `device` and `batch_size` have no default here: evaluate.py passes conf/evaluate.yaml's (`run_predict`).
+    """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: must be ≥ 1.")
     predictions_csv = Path(predictions_csv)
@@ -145,9 +122,9 @@ def predict_folder(
     summary_json = predictions_csv.with_suffix(".json")
     refuse_overwrite([predictions_csv, errors_csv, summary_json], overwrite)
     files = list_files(root)
-    device = torch.device(device)
-    modules = [load_module(c).to(device).eval() for c in checkpoints]
-    classes = check_same_classes(modules, checkpoints)
+    device = resolve_device(device)
+    modules = [m.module.to(device).eval() for m in load_members(checkpoints)]
+    classes = list(modules[0].classes)
 
     predictions_csv.parent.mkdir(parents=True, exist_ok=True)
     errors_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +140,7 @@ def predict_folder(
         err_writer.writerow(ERROR_COLUMNS)
         bar = tqdm(total=len(files), desc=f"predict {Path(root).name}", unit="img", disable=not show, mininterval=1.0)
         for chunk in _chunks(files, batch_size):
-            decoded = list(pool.map(_decode, chunk))
+            decoded = list(pool.map(decode_file, chunk))
             good = [(path, img) for path, (img, _) in zip(chunk, decoded) if img is not None]
             for path, (_, why) in zip(chunk, decoded):
                 if why is not None:
@@ -184,9 +161,14 @@ def predict_folder(
     os.replace(partial_pred, predictions_csv)
     os.replace(partial_err, errors_csv)
     summary = PredictionSummary(
-        root=str(Path(root).expanduser().resolve()), files=len(files), predicted=n_pred, errors=n_err,
-        predictions_csv=str(predictions_csv), errors_csv=str(errors_csv),
-        checkpoints=[str(Path(c).resolve()) for c in checkpoints], class_counts={c: int(n) for c, n in zip(classes, counts)},
+        root=str(Path(root).expanduser().resolve()),
+        files=len(files),
+        predicted=n_pred,
+        errors=n_err,
+        predictions_csv=str(predictions_csv),
+        errors_csv=str(errors_csv),
+        checkpoints=[str(Path(c).resolve()) for c in checkpoints],
+        class_counts={c: int(n) for c, n in zip(classes, counts)},
     )
     write_json(summary.__dict__, summary_json)
     log.info("predicted %d of %d file(s) under %s → %s", n_pred, len(files), root, predictions_csv)
@@ -197,12 +179,9 @@ def predict_folder(
 
 def run_predict(cfg: DictConfig) -> dict:
     """evaluate.py with predict_dir=DIR: predictions for a folder of unlabelled images."""
-    from bloodcell.evaluation.runner import resolve_device
-
-    checkpoints = as_checkpoint_list(cfg.get("ckpt"))
+    checkpoints = require_checkpoints(cfg.get("ckpt"))
     out = cfg.get("predictions") or str(Path(cfg.output_dir) / "predictions.csv")
     summary = predict_folder(
-        checkpoints, str(cfg.predict_dir), out, overwrite=bool(cfg.get("overwrite", False)),
-        device=resolve_device(cfg.get("device", "auto")), batch_size=int(cfg.get("batch_size") or 64),
+        checkpoints, str(cfg.predict_dir), out, device=cfg.device, batch_size=int(cfg.batch_size), overwrite=bool(cfg.overwrite)
     )
     return summary.__dict__

@@ -1,0 +1,192 @@
+"""Checkpoints → ensemble members → probabilities: what evaluation, benchmarks and folder prediction share.
+
+A member is rebuilt from its checkpoint alone; each member sees the data at its own image size and
+normalisation through the ordinary data path (`datamodule_for`), and the members' probabilities are averaged.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bloodcell.checkpoint import load_module
+from bloodcell.config import as_list, check_trusted_targets, to_plain
+from bloodcell.data.datamodule import BloodCellDataModule, datamodule_from_cfg
+from bloodcell.errors import CheckpointError, ConfigError, DataError
+from bloodcell.evaluation.metrics import average_probs
+from bloodcell.module import BloodCellModule
+
+TTA_MODES = ("none", "flips", "d4")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`auto` → the GPU when there is one, else the CPU; anything else as torch names it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def require_checkpoints(ckpt: Any) -> list[str]:
+    """`ckpt=a.ckpt` or `ckpt=[a.ckpt,b.ckpt]` → list of paths; a missing ckpt stops with the command to type."""
+    items = as_list(ckpt) or []
+    if not items or any(c in (None, "", "???") for c in items):
+        raise ConfigError(
+            "ckpt is required: python evaluate.py ckpt=PATH/TO/checkpoints/best.ckpt (or ckpt=[a.ckpt,b.ckpt] for an ensemble)."
+        )
+    return [str(c) for c in items]
+
+
+def tta_views(mode: str) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """Views of an NCHW batch whose predictions are averaged: identity; + h/v flips; or all 8 of the dihedral group D4."""
+    if mode == "none":
+        return [lambda x: x]
+    if mode == "flips":
+        return [lambda x: x, lambda x: torch.flip(x, dims=(3,)), lambda x: torch.flip(x, dims=(2,))]
+    if mode == "d4":
+        rots = [lambda x, k=k: torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+        return rots + [lambda x, r=r: r(torch.flip(x, dims=(3,))) for r in rots]
+    raise ConfigError(f"tta={mode!r}: use one of {TTA_MODES}.")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How members predict a set; these travel together from the evaluate config to every prediction pass."""
+
+    device: torch.device
+    tta: str = "none"  # "none" means no test-time augmentation (the identity), not a tunable default
+    loader_overrides: dict = field(default_factory=dict)  # data.* keys for the evaluation loaders
+    progress: bool = True
+
+
+@torch.inference_mode()
+def predict_probs(
+    module: BloodCellModule, loader, device: torch.device, progress: bool = True, tta: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (averaged over the TTA views) and labels for every batch of `loader`."""
+    views = tta_views(tta)
+    module = module.to(device).eval()
+    probs, labels = [], []
+    for x, y in tqdm(loader, desc="predict", unit="batch", disable=not progress, mininterval=1.0):
+        x = x.to(device, non_blocking=True)
+        p = module(views[0](x)).float().softmax(dim=-1)
+        for view in views[1:]:
+            p += module(view(x)).float().softmax(dim=-1)
+        if len(views) > 1:
+            p /= len(views)
+        probs.append(p.cpu())
+        labels.append(y)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def datamodule_for(module: BloodCellModule, data_cfg: Any | None, overrides: dict) -> tuple[BloodCellDataModule, bool]:
+    """The data a checkpoint is evaluated on, preprocessed as the checkpoint was trained.
+
+    With no data config: the checkpoint's own source and split. Otherwise the given source, at the
+    checkpoint's image size, classes may be a subset. Returns (datamodule, is_own_data).
+    """
+    own = data_cfg is None
+    cfg = to_plain(module.hparams.data) if own else to_plain(data_cfg)
+    if not cfg or "_target_" not in cfg:
+        raise ConfigError("no data to evaluate on: the checkpoint holds no data config; pass data=folder data.root=DIR (or data=npz ...).")
+    if own:
+        check_trusted_targets(cfg, f"checkpoint {getattr(module, 'checkpoint_path', '')} data config")
+    cfg = {**cfg, **overrides, "image_size": int(module.hparams.image_size)}
+    if not own:
+        cfg["allow_missing_classes"] = True
+    dm = datamodule_from_cfg(cfg)
+    dm.prepare_data()
+    dm.setup("test")
+    return dm, own
+
+
+@dataclass
+class Member:
+    """One ensemble member: its checkpoint, rebuilt module and (unnormalised) weight."""
+
+    path: str
+    module: BloodCellModule
+    weight: float = 1.0
+
+    def describe(self) -> dict:
+        """What metrics.json records about this member."""
+        model = self.module.hparams.model
+        return {
+            "checkpoint": self.path,
+            "backbone": str(model.get("backbone", model.get("_target_", "?"))),
+            "image_size": int(self.module.hparams.image_size),
+            "weight": self.weight,
+        }
+
+
+@dataclass
+class Predictions:
+    """Probabilities of the (weighted) ensemble for one set, aligned with labels and ids."""
+
+    probs: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    split: str
+    source: dict = field(default_factory=dict)
+
+
+def check_same_classes(modules: Sequence[BloodCellModule], paths: Sequence[str]) -> list[str]:
+    """Ensemble members must predict the same classes in the same order (else averaging is meaningless)."""
+    classes = list(modules[0].classes)
+    for module, path in zip(modules[1:], paths[1:]):
+        if list(module.classes) != classes:
+            raise CheckpointError(
+                f"ckpt={path} predicts classes {list(module.classes)}, but ckpt={paths[0]} predicts {classes}; "
+                "an ensemble needs checkpoints trained on the same class set."
+            )
+    return classes
+
+
+def load_members(ckpts: Any, weights: Sequence[float] | None = None) -> list[Member]:
+    """Load every checkpoint (one path or a list); all must predict the same classes in the same order."""
+    ckpts = require_checkpoints(ckpts)
+    if weights is not None and (len(weights) != len(ckpts) or any(w < 0 for w in weights) or sum(weights) <= 0):
+        raise ConfigError(f"weights={list(weights)}: give {len(ckpts)} non-negative numbers (one per ckpt) with a positive sum.")
+    members = [Member(str(Path(c).expanduser()), load_module(c), float(weights[i]) if weights else 1.0) for i, c in enumerate(ckpts)]
+    check_same_classes([m.module for m in members], [m.path for m in members])
+    return members
+
+
+def resolve_split(split: str, own: bool) -> str:
+    """`auto` → the test split of the checkpoint's own data, or every image of another source."""
+    return ("test" if own else "all") if split == "auto" else split
+
+
+def ensemble_predict(members: list[Member], data_cfg: Any | None, split: str, how: InferenceSettings) -> Predictions:
+    """Each member predicts the set at its own image size and normalisation; probabilities are averaged.
+
+    The members' samples must line up: same ids in the same order (e.g. members trained on the same
+    source and split), otherwise averaging would mix different images.
+    """
+    outs = []
+    for m in members:
+        dm, own = datamodule_for(m.module, data_cfg, how.loader_overrides)
+        sp = resolve_split(split, own)
+        probs, labels = predict_probs(m.module, dm.predict_loader(sp), how.device, how.progress, how.tta)
+        outs.append(Predictions(probs, labels, dm.ids(sp), sp, dm.source.describe()))
+    ref = outs[0]
+    for m, o in zip(members[1:], outs[1:]):
+        if o.ids != ref.ids or not np.array_equal(o.labels, ref.labels):
+            raise DataError(
+                f"ensemble members see different images on the {ref.split} split: "
+                f"{members[0].path} ({len(ref.ids)} images from {ref.source}) vs {m.path} ({len(o.ids)} images from {o.source}); "
+                "train members on the same data and split, or pass one data= source."
+            )
+    probs = average_probs([o.probs for o in outs], [m.weight for m in members]) if len(outs) > 1 else outs[0].probs
+    return Predictions(np.asarray(probs, dtype=np.float64), ref.labels, ref.ids, ref.split, ref.source)
+
+
+def own_split_or_none(members: list[Member], split: str, how: InferenceSettings) -> Predictions | None:
+    """The members' own val/test split, or None when a checkpoint holds no data config."""
+    if not all(to_plain(m.module.hparams.data) for m in members):
+        return None
+    return ensemble_predict(members, None, split, InferenceSettings(how.device, how.tta, how.loader_overrides, progress=False))
