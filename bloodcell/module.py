@@ -16,6 +16,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bloodcell.augment.gpu import build_batch_augment
 from bloodcell.config import check_trusted_targets, require_keys, to_plain
+from bloodcell.data.datamodule import data_defaults
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
 from bloodcell.optim import check_optimizer_name, warmup_cosine
@@ -228,6 +230,15 @@ class BloodCellModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- checkpoint -----------------------------------------------------------------------
+    @property
+    def preprocessing(self) -> Preprocess:
+        """How a decoded image becomes this model's input (size, resize mode, colour/scale normalisation).
+
+        Read from the stored data config; keys a checkpoint predates come from conf/data/_common.yaml.
+        """
+        data = {**data_defaults(), **(to_plain(self.hparams.get("data")) or {})}
+        return Preprocess.from_data_cfg(int(self.hparams.image_size), str(data["resize_mode"]), data["preprocess"])
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["bloodcell"] = {
             "format": CHECKPOINT_FORMAT,
@@ -237,4 +248,5 @@ class BloodCellModule(L.LightningModule):
             "std": list(self.model.std),
             "model": self.hparams.model,
             "data": self.hparams.data,
+            "preprocess": self.preprocessing.describe(),
         }

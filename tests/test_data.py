@@ -34,7 +34,7 @@ def random_images(n: int, size: int = 28, seed: int = 0) -> np.ndarray:
 
 
 def test_folder_source_reads_all_classes_and_resizes(tmp_path):
-    table = FolderSource(small_folder(tmp_path)).load(image_size=64)
+    table = FolderSource(small_folder(tmp_path)).load(64)
     assert table.images.shape == (32, 64, 64, 3) and table.images.dtype == np.uint8
     assert np.bincount(table.labels, minlength=8).tolist() == [4] * 8
     assert all(Path(i).is_file() for i in table.ids)
@@ -48,7 +48,7 @@ def test_folder_mixed_formats_and_modes(tmp_path):
     img.convert("RGBA").save(root / "basophil" / "rgba.png")
     img.save(root / "basophil" / "x.bmp")
     Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 257).save(root / "basophil" / "deep.tif")
-    table = FolderSource(root).load(image_size=32)
+    table = FolderSource(root).load(32)
     assert table.images.shape[1:] == (32, 32, 3)
     assert np.bincount(table.labels)[0] == 6
 
@@ -58,13 +58,13 @@ def test_bad_files_warn_or_fail(tmp_path, caplog):
     (root / "monocyte" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "monocyte" / "empty.png").write_bytes(b"")
     (root / "monocyte" / "notes.txt").write_text("hello")
-    table = FolderSource(root, on_bad_file="warn").load(image_size=32)
+    table = FolderSource(root, on_bad_file="warn").load(32)
     assert len(table) == 16
     bad = {Path(p).name for p, _ in table.bad_files}
     assert bad == {"broken.jpg", "empty.png", "notes.txt"}
     assert "broken.jpg" in caplog.text
     with pytest.raises(DataError, match="broken.jpg"):
-        FolderSource(root, on_bad_file="fail").load(image_size=32)
+        FolderSource(root, on_bad_file="fail").load(32)
 
 
 def test_folder_errors(tmp_path):
@@ -88,7 +88,7 @@ def test_npz_an2dl_layout(tmp_path):
     images, labels = random_images(40), np.arange(40) % 8
     path = tmp_path / "an2dl.npz"
     np.savez(path, images=images, labels=labels.reshape(-1, 1))
-    table = NpzSource(path).load(image_size=28)
+    table = NpzSource(path).load(28)
     assert table.splits is None
     np.testing.assert_array_equal(table.images, images)
     np.testing.assert_array_equal(table.labels, labels)
@@ -98,7 +98,7 @@ def test_npz_medmnist_layout_keeps_its_split(tmp_path):
     parts = {s: random_images(16, seed=i) for i, s in enumerate(("train", "val", "test"))}
     path = tmp_path / "bloodmnist.npz"
     np.savez(path, **{f"{s}_images": x for s, x in parts.items()}, **{f"{s}_labels": (np.arange(16) % 8)[:, None] for s in parts})
-    table = NpzSource(path).load(image_size=14)
+    table = NpzSource(path).load(14)
     assert table.images.shape == (48, 14, 14, 3)
     assert list(np.unique(table.splits, return_counts=True)[1]) == [16, 16, 16]
 

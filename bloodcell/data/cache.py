@@ -18,12 +18,13 @@ import numpy as np
 
 from bloodcell.data.classes import CLASS_NAMES
 from bloodcell.data.clean import deduplicate
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.data.split import stratified_split
 from bloodcell.data.table import SPLITS
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed by the whole Preprocess (colour and scale normalisation)
 
 
 @dataclass
@@ -46,8 +47,7 @@ class SplitArrays:
 class CacheSpec:
     """The preprocessing settings a decoded cache is keyed by and built with (the data.* keys of conf/data/_common.yaml)."""
 
-    image_size: int
-    resize_mode: str
+    preprocess: Preprocess
     dedup: bool
     val_fraction: float
     test_fraction: float
@@ -55,7 +55,7 @@ class CacheSpec:
 
     def key_fields(self) -> dict:
         """The settings as they enter the cache key (typed, so 0.1 and 0.10 give one key)."""
-        return {"image_size": int(self.image_size), "resize_mode": self.resize_mode, "dedup": bool(self.dedup),
+        return {"preprocess": self.preprocess.describe(), "dedup": bool(self.dedup),
                 "val_fraction": float(self.val_fraction), "test_fraction": float(self.test_fraction), "split_seed": int(self.split_seed)}
 
 
@@ -72,7 +72,7 @@ def build_cache(source, cache_dir: str | Path, spec: CacheSpec, allow_missing_cl
     if (final / "meta.json").is_file():
         return final
     t0 = time.perf_counter()
-    table = source.load(spec.image_size, spec.resize_mode, allow_missing_classes=allow_missing_classes)
+    table = source.load(spec.preprocess, allow_missing_classes=allow_missing_classes)
     report = {"images_in": len(table), "in_class_duplicates_removed": 0, "cross_class_images_dropped": 0}
     if spec.dedup:
         table, report = deduplicate(table)
@@ -99,8 +99,9 @@ def build_cache(source, cache_dir: str | Path, spec: CacheSpec, allow_missing_cl
         "version": CACHE_VERSION,
         "source": source.describe(),
         "classes": list(CLASS_NAMES),
-        "image_size": int(spec.image_size),
-        "resize_mode": spec.resize_mode,
+        "image_size": spec.preprocess.image_size,
+        "resize_mode": spec.preprocess.resize_mode,
+        "preprocess": spec.preprocess.describe(),
         "split_from_source": table.splits is not None,
         "val_fraction": spec.val_fraction,
         "test_fraction": spec.test_fraction,
@@ -115,7 +116,7 @@ def build_cache(source, cache_dir: str | Path, spec: CacheSpec, allow_missing_cl
         tmp.rename(final)
     except OSError:  # another process finished the same cache first
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("cached %d images at %d px in %s (%.1fs)", len(table), spec.image_size, final, meta["build_seconds"])
+    log.info("cached %d images at %d px in %s (%.1fs)", len(table), spec.preprocess.image_size, final, meta["build_seconds"])
     return final
 
 

@@ -14,7 +14,7 @@ from bloodcell.config import to_plain, yaml_defaults
 from bloodcell.data.cache import CacheSpec, SplitArrays, build_cache, load_cache
 from bloodcell.data.classes import CLASS_NAMES
 from bloodcell.data.dataset import CachedImageDataset, seed_worker_transform
-from bloodcell.data.images import RESIZE_MODES
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.data.table import SPLITS
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.reproducibility import SeededEpochSampler
@@ -78,6 +78,7 @@ class BloodCellDataModule(L.LightningDataModule):
         *,
         image_size: int,
         resize_mode: str,
+        preprocess: Mapping,
         val_fraction: float,
         test_fraction: float,
         split_seed: int,
@@ -104,8 +105,6 @@ class BloodCellDataModule(L.LightningDataModule):
         super().__init__()
         if not isinstance(image_size, int) or image_size < 8:
             raise ConfigError(f"data.image_size={image_size!r}: must be an integer ≥ 8 (pixels per side, e.g. 96).")
-        if resize_mode not in RESIZE_MODES:
-            raise ConfigError(f"data.resize_mode={resize_mode!r}: use one of {RESIZE_MODES}.")
         if balance not in BALANCE_MODES:
             raise ConfigError(f"data.balance={balance!r}: use one of {BALANCE_MODES}.")
         if batch_size < 1:
@@ -113,6 +112,7 @@ class BloodCellDataModule(L.LightningDataModule):
         self.source = source
         self.image_size = image_size
         self.resize_mode = resize_mode
+        self.preprocess = Preprocess.from_data_cfg(image_size, resize_mode, preprocess)  # validates resize_mode too
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
@@ -142,7 +142,7 @@ class BloodCellDataModule(L.LightningDataModule):
     @property
     def cache_spec(self) -> CacheSpec:
         """The preprocessing settings the decoded cache is keyed by."""
-        return CacheSpec(self.image_size, self.resize_mode, self.dedup, self.val_fraction, self.test_fraction, self.split_seed)
+        return CacheSpec(self.preprocess, self.dedup, self.val_fraction, self.test_fraction, self.split_seed)
 
     def prepare_data(self) -> None:
         """Build (or find) the decoded cache of this source at these settings."""

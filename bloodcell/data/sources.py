@@ -16,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bloodcell.data.classes import CLASS_NAMES, canonical_class, map_class_names
-from bloodcell.data.images import decode_file, pixel_hash, resize_image, visible_files
+from bloodcell.data.images import decode_file, pixel_hash, visible_files
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.data.table import SPLITS, ImageTable
 from bloodcell.errors import ConfigError, DataError
 
@@ -28,6 +29,11 @@ BAD_FILE_POLICIES = ("warn", "fail")
 def _file_fingerprint(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def as_preprocess(preprocess: Preprocess | int) -> Preprocess:
+    """A Preprocess as given, or plain centre-crop resizing to `preprocess` pixels (an int)."""
+    return preprocess if isinstance(preprocess, Preprocess) else Preprocess.resize_only(int(preprocess))
 
 
 class FolderSource:
@@ -69,7 +75,10 @@ class FolderSource:
             h.update(f"{cls}|{_file_fingerprint(f)}\n".encode())
         return h.hexdigest()
 
-    def load(self, image_size: int, resize_mode: str = "center_crop", allow_missing_classes: bool = False) -> ImageTable:
+    def load(self, preprocess: Preprocess | int, allow_missing_classes: bool = False) -> ImageTable:
+        """Decode every file and turn it into model input (`preprocess`, or plain resizing to that many pixels)."""
+        preprocess = as_preprocess(preprocess)
+        image_size = preprocess.image_size
         files = self.list_files()
         folder_names = [d.name for d in self._class_dirs()]
         mapping = map_class_names(folder_names, where=f"data.root={self.root}", allow_missing=allow_missing_classes)
@@ -90,7 +99,7 @@ class FolderSource:
             if arr is None:
                 return i, why
             hashes[i] = pixel_hash(arr)
-            images[i] = resize_image(arr, image_size, resize_mode)
+            images[i] = preprocess(arr)
             return i, None
 
         with ThreadPoolExecutor(self.num_workers) as pool:
@@ -199,7 +208,10 @@ class NpzSource:
         except Exception as exc:
             raise DataError(f"data.path={self.path} is not a readable .npz file ({type(exc).__name__}: {exc}).") from None
 
-    def load(self, image_size: int, resize_mode: str = "center_crop", allow_missing_classes: bool = False) -> ImageTable:
+    def load(self, preprocess: Preprocess | int, allow_missing_classes: bool = False) -> ImageTable:
+        """Read the arrays and turn every image into model input (`preprocess`, or plain resizing to that many pixels)."""
+        preprocess = as_preprocess(preprocess)
+        image_size = preprocess.image_size
         where = f"npz file {self.path}"
         with self._open() as z:
             keys = set(z.files)
@@ -224,7 +236,7 @@ class NpzSource:
                 out = np.empty((len(imgs), image_size, image_size, 3), dtype=np.uint8)
                 for i in tqdm(range(len(imgs)), desc=f"resize {ik}", unit="img", mininterval=1.0, disable=len(imgs) < 2000):
                     hashes.append(pixel_hash(imgs[i]))
-                    out[i] = resize_image(imgs[i], image_size, resize_mode)
+                    out[i] = preprocess(imgs[i])
                 all_images.append(out)
                 all_labels.append(labels)
                 tag = split or "all"

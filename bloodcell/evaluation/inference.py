@@ -95,7 +95,9 @@ def datamodule_for(module: BloodCellModule, data_cfg: Any | None, overrides: dic
         raise ConfigError("no data to evaluate on: the checkpoint holds no data config; pass data=folder data.root=DIR (or data=npz ...).")
     if own:
         check_trusted_targets(cfg, f"checkpoint {getattr(module, 'checkpoint_path', '')} data config")
-    cfg = {**cfg, **overrides, "image_size": int(module.hparams.image_size)}
+    prep = module.preprocessing  # the checkpoint's own preprocessing, whatever the data source says
+    cfg = {**cfg, **overrides, "image_size": prep.image_size, "resize_mode": prep.resize_mode,
+           "preprocess": {k: v for k, v in prep.describe().items() if k not in ("image_size", "resize_mode")}}
     if not own:
         cfg["allow_missing_classes"] = True
     dm = datamodule_from_cfg(cfg)

@@ -20,9 +20,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from bloodcell.config import to_plain
-from bloodcell.data.datamodule import data_defaults
-from bloodcell.data.images import decode_file, resize_image, visible_files
+from bloodcell.data.images import decode_file, visible_files
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ConfigError, DataError
 from bloodcell.evaluation.inference import load_members, require_checkpoints, resolve_device
 from bloodcell.evaluation.metrics import average_probs
@@ -63,12 +62,6 @@ def list_files(root: str | Path) -> list[Path]:
     return files
 
 
-def preprocessing_of(module: BloodCellModule) -> tuple[int, str]:
-    """(image size, resize mode) the checkpoint was trained with."""
-    data = {**data_defaults(), **(to_plain(module.hparams.get("data")) or {})}  # older checkpoints: conf/data's resize mode
-    return int(module.hparams.image_size), str(data["resize_mode"])
-
-
 def refuse_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
     """Stop before any work when an output exists and overwrite=true was not given."""
     existing = [str(p) for p in paths if p.exists()]
@@ -88,11 +81,11 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 def ensemble_probs(images: list[np.ndarray], modules: Sequence[BloodCellModule], device: torch.device) -> np.ndarray:
     """N×K probabilities averaged over the models, each fed the images at its own preprocessing."""
     per_model = []
-    resized: dict[tuple[int, str], torch.Tensor] = {}
+    resized: dict[Preprocess, torch.Tensor] = {}
     for module in modules:
-        key = preprocessing_of(module)
+        key = module.preprocessing
         if key not in resized:
-            batch = np.stack([resize_image(img, *key) for img in images])
+            batch = np.stack([key(img) for img in images])
             resized[key] = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
         logits = module(resized[key].to(device))
         per_model.append(logits.float().softmax(dim=-1).cpu().numpy())
