@@ -155,11 +155,13 @@ class _LevelOps(BatchOp):
         return min(max(m, 0.0), self.max_magnitude) / self.max_magnitude
 
     def one_pass(self, x: torch.Tensor, p_op: float) -> torch.Tensor:
-        """Geometry (one op per image) on about p_op·(#geometric ops)·N images, then each photometric op on p_op·N."""
+        """Geometry (one op per image) on about p_op·(#geometric ops)·N images, then each photometric op on p_op·N.
+
+        Writes into `x` (callers pass a batch of their own)."""
         if self._geometric:
-            x = on_subset(x, min(1.0, p_op * len(self._geometric)), lambda s: warp_one_of(s, self._geometric, self.level()))
+            x = on_subset(x, min(1.0, p_op * len(self._geometric)), lambda s: warp_one_of(s, self._geometric, self.level()), True)
         for name, strength in self._photometric:
-            x = on_subset(x, p_op, lambda s, name=name, strength=strength: PHOTOMETRIC[name](s, self.level(), strength))
+            x = on_subset(x, p_op, lambda s, name=name, strength=strength: PHOTOMETRIC[name](s, self.level(), strength), True)
         return x
 
 
@@ -199,7 +201,7 @@ class AugMix(_LevelOps):
         weights = torch.distributions.Dirichlet(concentration, validate_args=False).sample()
         m = torch.distributions.Beta(concentration[:, 0], concentration[:, 0], validate_args=False).sample().view(n, 1, 1, 1)
         p_op = min(1.0, (self.depth[0] + self.depth[1]) / 2 / len(self.ops))
-        mixed = sum(weights[:, i].view(n, 1, 1, 1) * self.one_pass(x, p_op) for i in range(self.width))
+        mixed = sum(weights[:, i].view(n, 1, 1, 1) * self.one_pass(x.clone(), p_op) for i in range(self.width))
         return torch.lerp(x, mixed, m)
 
 
