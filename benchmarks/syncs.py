@@ -8,7 +8,7 @@ per-step overhead (Lightning hooks, logging, Python) stops overlapping the GPU's
 `torch.cuda.set_sync_debug_mode` reports such calls but needs a GPU. `SyncCounter` finds the same calls
 on the CPU, at the dispatcher: `aten._local_scalar_dense` (what item/bool/int/float call), ops whose
 output size depends on values (nonzero, masked_select, unique, bincount, bool-mask index), `equal`,
-plus the Python methods `.cpu()`, `.tolist()`, `.numpy()`. Calls from `torch/optim/` are allowed: the
+plus the Python methods `.cpu()`, `.tolist()`, `.numpy()`. Reads in `torch/optim/optimizer.py` are allowed: the
 optimizers' step counters are CPU tensors on every device. `SyncWindow` counts per training step,
 from one `on_train_batch_start` to the next (logging, callbacks and the progress bar included).
 """
@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 VALUE_READS = {"_local_scalar_dense", "equal", "is_nonzero"}
 VALUE_SHAPED = {"nonzero", "masked_select", "bincount", "_unique2", "unique_dim", "unique_consecutive", "_unique"}
 HOST_COPIES = ("cpu", "tolist", "numpy")
-ALLOWED = ("/torch/optim/",)  # optimizer step counters live on the host (CPU tensors) on every device
+ALLOWED = ("/torch/optim/optimizer.py",)  # _get_value: optimizer step counters are CPU tensors on every device
 _SKIP = ("/torch/", "/benchmarks/syncs.py", "/lightning_utilities/")
 
 
