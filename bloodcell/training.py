@@ -17,6 +17,7 @@ from bloodcell.config import to_plain
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.distributed import check_ddp_launch, hydra_multirun
 from bloodcell.errors import BloodcellError, ConfigError
+from bloodcell.evaluation.model_card import write_model_card
 from bloodcell.evaluation.report import write_json
 from bloodcell.models.finetune import model_callbacks
 from bloodcell.module import BloodCellModule
@@ -180,6 +181,7 @@ def train(cfg: DictConfig) -> float | None:
         summary["evaluation"] = str(output_dir / "eval" / "metrics.json")
     summary["metrics"] = metrics
     write_json(summary, output_dir / "summary.json")
+    log.info("model card: %s", write_model_card(cfg, dm, module, summary, output_dir))
     log.info("summary: %s", json.dumps(summary, indent=1))
     metric_name = cfg.get("optimized_metric")
     if metric_name and metric_name not in metrics:
