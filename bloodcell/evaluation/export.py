@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +148,10 @@ def set_onnx_metadata(proto: Any, metadata: dict) -> None:
 
 def write_torchscript(model: ExportModel, example: torch.Tensor, path: Path, metadata: dict) -> None:
     """torch.jit.trace (batch size stays free for these networks) saved with the metadata as an extra file."""
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream (still supported; see README)
         traced = torch.jit.trace(model, (example,), check_trace=False)
-    torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+        torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
 
 
 @dataclass
@@ -194,7 +196,9 @@ def load_exported(path: str | Path, threads: int | None = None) -> ExportedModel
         meta = {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
         return ExportedModel(str(path), meta, sess)
     extra = {METADATA_FILE: ""}
-    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return ExportedModel(str(path), json.loads(extra[METADATA_FILE]), module.eval())
 
 
