@@ -90,8 +90,11 @@ def test_gradcam_localises_and_keeps_orientation():
     assert maps[0, 2:8, 20:30].mean() > 0.9 and maps[0, 16:, :16].max() < 0.1
 
 
-@pytest.mark.parametrize("backbone", ["bloodcell_small_cnn", "resnet18", "tf_efficientnet_lite0", "mobilenetv3_small_050",
-                                      pytest.param("densenet121", marks=pytest.mark.slow), pytest.param("vgg11", marks=pytest.mark.slow)])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("backbone", ["bloodcell_small_cnn", "resnet18", "tf_efficientnet_lite0",
+                                      *(pytest.param(b, marks=SLOW) for b in ("mobilenetv3_small_050", "densenet121", "vgg11"))])
 def test_camnet_is_the_classifier_for_any_timm_backbone(backbone):
     clf = build_classifier(backbone, num_classes=8, head={"hidden": [16]}).eval()
     x = torch.randn(2, 3, 64, 64)

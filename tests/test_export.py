@@ -28,7 +28,7 @@ def ckpts(tmp_path_factory, cache_dir) -> dict[str, str]:
     return {"s32": make_checkpoint(base / "s32", cache_dir, 32), "s48": make_checkpoint(base / "s48", cache_dir, 48)}
 
 
-@pytest.mark.parametrize("fmt,layout", [("onnx", "nhwc"), ("onnx", "nchw"), ("torchscript", "nhwc")])
+@pytest.mark.parametrize("fmt,layout", [("onnx", "nhwc"), ("torchscript", "nchw")])
 def test_export_matches_pytorch_with_metadata_and_dynamic_batch(ckpts, tmp_path, fmt, layout):
     out = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
     record = export(ckpts["s32"], fmt, out, **{**RUN, "layout": layout})

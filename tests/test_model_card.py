@@ -1,6 +1,10 @@
 """model_card.md: every train.py run writes one beside its checkpoints, from the run's own config, data and numbers."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from bloodcell.checkpoint import load_module
 from bloodcell.config import compose
 from bloodcell.evaluation.inference import datamodule_for
@@ -8,9 +12,13 @@ from bloodcell.evaluation.model_card import model_card
 from tests.test_predict import make_checkpoint
 
 
-def test_train_writes_a_model_card(tmp_path, cache_dir):
-    ckpt = make_checkpoint(tmp_path / "run", cache_dir, 32)
-    card = (tmp_path / "run" / "checkpoints" / "model_card.md").read_text()
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, cache_dir) -> str:
+    return make_checkpoint(tmp_path_factory.mktemp("card") / "run", cache_dir, 32)
+
+
+def test_train_writes_a_model_card(ckpt):
+    card = (Path(ckpt).parent / "model_card.md").read_text()
     for section in ("## Model", "## Data", "## Preprocessing", "## Augmentation", "## Training budget", "## Results",
                     "## Intended use and limits"):
         assert section in card
@@ -21,8 +29,7 @@ def test_train_writes_a_model_card(tmp_path, cache_dir):
     assert ckpt.endswith("fast_dev_run.ckpt") and "fast_dev_run.ckpt" in card
 
 
-def test_card_renders_robustness_crosslab_and_heatmaps(tmp_path, cache_dir):
-    ckpt = make_checkpoint(tmp_path / "run", cache_dir, 32)
+def test_card_renders_robustness_crosslab_and_heatmaps(ckpt, tmp_path):
     module = load_module(ckpt)
     dm, _ = datamodule_for(module, None, {})
     cfg = compose("train", ["data=sample", "model=small_cnn", f"paths.output_dir={tmp_path}"])

@@ -91,6 +91,10 @@ def gradcam_maps(member: Member, images: np.ndarray, targets: np.ndarray, batch_
     net = CamNet(module.model)
     cam = GradCAM(model=net, target_layers=[net.tap], reshape_transform=tokens_to_map(module.model.backbone))
     out = []
+    params = list(net.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:  # gradients flow to the feature map through the input only: no parameter gradients to compute
+        p.requires_grad_(False)
     try:
         with torch.enable_grad():
             for i in range(0, len(images), batch_size):
@@ -98,6 +102,8 @@ def gradcam_maps(member: Member, images: np.ndarray, targets: np.ndarray, batch_
                 out.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets[i : i + batch_size]]))
     finally:
         cam.activations_and_grads.release()
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, *images.shape[1:3]), np.float32)
 
 
