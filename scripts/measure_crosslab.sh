@@ -25,9 +25,10 @@ declare -A ROWS=(
   [fourier]="batch_augment=fourier"
   [scale_cell]="data.preprocess.scale=cell"
   [scale_wide]="augment.scale_range=[0.5,1.6]"
+  [context]="data.preprocess.scale=cell data.preprocess.context=suppress"
   [robust]="experiment=robust"
 )
-ORDER=(pipeline scale_cell stain_aug mixstyle randconv fourier white_balance reinhard scale_wide robust)
+ORDER=(pipeline scale_cell stain_aug mixstyle randconv fourier context white_balance reinhard scale_wide robust)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
