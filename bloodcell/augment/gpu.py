@@ -166,7 +166,8 @@ def build_batch_augment(cfg: Any) -> BatchAugment | None:
         target = str(op.get("_target_", "")) if isinstance(op, Mapping) else ""
         if not is_trusted_target(target, TRUSTED_BATCH_OP_PREFIXES):
             raise ConfigError(
-                f"batch_augment.ops[{i}] = {op!r}: each op needs a _target_ in bloodcell.augment.gpu or torchvision.transforms.v2."
+                f"batch_augment.ops[{i}] = {op!r}: each op needs a _target_ in bloodcell.augment.gpu, bloodcell.augment.domain "
+                "or torchvision.transforms.v2."
             )
         try:
             module = instantiate(op, _convert_="all")

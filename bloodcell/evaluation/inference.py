@@ -22,7 +22,25 @@ from bloodcell.errors import CheckpointError, ConfigError, DataError
 from bloodcell.evaluation.metrics import average_probs
 from bloodcell.module import BloodCellModule
 
-TTA_MODES = ("none", "flips", "d4")
+TTA_MODES = ("none", "flips", "d4", "scales")
+TTA_ZOOMS = (0.8, 1.0, 1.25)  # tta=scales: symmetric in log-magnification around the model's own scale
+
+
+def zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """The NCHW batch seen at `factor`× magnification, same size: centre crop + upsample (>1) or reflect-pad + downsample (<1)."""
+    if factor == 1.0:
+        return x
+    h, w = x.shape[-2:]
+    xf = x.float()
+    if factor > 1:
+        ch, cw = max(1, round(h / factor)), max(1, round(w / factor))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        xf = xf[..., top : top + ch, left : left + cw]
+    else:
+        ph, pw = round(h / factor) - h, round(w / factor) - w
+        xf = torch.nn.functional.pad(xf, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+    out = torch.nn.functional.interpolate(xf, size=(h, w), mode="bilinear", align_corners=False, antialias=factor < 1)
+    return out.round_().clamp_(0, 255).to(x.dtype) if x.dtype == torch.uint8 else out.to(x.dtype)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -43,7 +61,8 @@ def require_checkpoints(ckpt: Any) -> list[str]:
 
 
 def tta_views(mode: str) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """Views of an NCHW batch whose predictions are averaged: identity; + h/v flips; or all 8 of the dihedral group D4."""
+    """Views of an NCHW batch whose predictions are averaged: identity; + h/v flips; all 8 of the dihedral group D4;
+    or three magnifications (TTA_ZOOMS)."""
     if mode == "none":
         return [lambda x: x]
     if mode == "flips":
@@ -51,6 +70,8 @@ def tta_views(mode: str) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     if mode == "d4":
         rots = [lambda x, k=k: torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
         return rots + [lambda x, r=r: r(torch.flip(x, dims=(3,))) for r in rots]
+    if mode == "scales":  # other labs image at other magnifications: average over a zoomed-out, the plain and a zoomed-in view
+        return [lambda x, z=z: zoom(x, z) for z in TTA_ZOOMS]
     raise ConfigError(f"tta={mode!r}: use one of {TTA_MODES}.")
 
 

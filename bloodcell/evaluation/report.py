@@ -140,8 +140,11 @@ def _fmt(x) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
 
 
-def format_report_md(metrics: dict, classes: list[str], robustness: dict | None = None) -> str:
-    """The human-readable report.md: what was evaluated, headline numbers, per class, calibration, robustness."""
+def format_report_md(metrics: dict, classes: list[str], robustness: dict | None = None, extra: list[str] | None = None) -> str:
+    """The human-readable report.md: what was evaluated, headline numbers, per class, calibration, robustness.
+
+    `extra`: more sections (lines) placed right after the robustness summary, e.g. the cross-lab table.
+    """
     lines = ["# Evaluation report", ""]
     for m in metrics["members"]:
         lines.append(f"- `{m['checkpoint']}` — {m['backbone']} at {m['image_size']} px, weight {m['weight']:.3g}")
@@ -156,6 +159,7 @@ def format_report_md(metrics: dict, classes: list[str], robustness: dict | None 
             f"| {_fmt(s['val_acc'])} | {_fmt(s['test_acc'])} | {_fmt(s['bmk_acc'])} | {_fmt(s['mean_corruption_acc'])} |",
             "",
         ]
+    lines += extra or []
     lines += [
         "## Metrics",
         "",
