@@ -165,9 +165,7 @@ class ExportedModel:
     @property
     def preprocess(self) -> Preprocess:
         """The Preprocess each decoded image must pass through first, rebuilt from the metadata."""
-        d = self.metadata["preprocess"]
-        return Preprocess(**{**d, "zoom_range": tuple(d["zoom_range"]), "background": tuple(d["background"]),
-                             "lab_reference": tuple(d["lab_reference"])})
+        return Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["preprocess"].items()})
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for preprocessed N×S×S×3 uint8 images (converted to the graph's layout here)."""
