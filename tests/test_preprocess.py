@@ -124,7 +124,8 @@ def normalised_checkpoint(tmp_path_factory, cache_dir) -> str:
     """A fast_dev_run small CNN trained with cell scale + white balance preprocessing on the sample."""
     out = tmp_path_factory.mktemp("prep")
     overrides = ["data=sample", "model=small_cnn", "trainer.fast_dev_run=true", "test=false", "evaluate=false", "~logger.tensorboard",
-                 "data.image_size=48", "data.preprocess.scale=cell", "data.preprocess.colour=white_balance", "data.preprocess.context=suppress",
+                 "data.image_size=48", "data.preprocess.scale=cell", "data.preprocess.colour=white_balance",
+                 "data.preprocess.context=suppress",
                  f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", *FAST]
     train(compose("train", overrides))
     return str(out / "checkpoints" / "fast_dev_run.ckpt")
