@@ -2,6 +2,7 @@
 and the evaluation-only guard."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -80,7 +81,12 @@ def test_train_summary_carries_the_crosslab_numbers(trained):
     assert 0 <= res["macro_recall"] <= 1 and 0 <= res["accuracy"] <= 1
     full = json.loads((out / "eval" / "crosslab.json").read_text())["folders"]["lab_b"]
     assert full["path"] == str(lab.resolve()) and len(full["confusion_matrix"]) == 8
-    assert (out / "eval" / full["confusion_png"]).is_file()
+    for key in ("confusion_png", "grid_png", "predictions_csv"):
+        assert (out / "eval" / full[key]).is_file(), key
+    with open(out / "eval" / full["predictions_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {r["true"] for r in rows} == {"lymphocyte", "monocyte", "neutrophil"}
+    assert sum(r["true"] == r["predicted"] for r in rows) == round(res["accuracy"] * 12)
     assert "## Images from other laboratories (cross-lab)" in (out / "eval" / "report.md").read_text()
 
 
@@ -129,3 +135,26 @@ def test_zheng2_reads_as_a_five_class_crosslab_folder(trained, tmp_path, cache_d
                                f"paths.output_dir={tmp_path}", f"paths.cache_dir={cache_dir}"])
     res = run(cfg)["crosslab"]["zheng2"]
     assert res["n"] == 100 and res["classes_present"] == ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+
+
+def test_before_after_grid_tool(trained, tmp_path):
+    """The tool draws two evaluations of one folder; CSVs of different folders are refused."""
+    from bloodcell.tools.crosslab_grid import main as grid_main
+
+    out, _ = trained
+    csv_path = out / "eval" / "crosslab_lab_b_predictions.csv"
+    flipped = tmp_path / "after.csv"
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    with open(flipped, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "predicted": r["true"]} for r in rows)  # a perfect "after" model
+    png = grid_main([str(csv_path), str(flipped), "--out", str(tmp_path / "g.png"), "--per-class", "2"])
+    assert png.is_file() and png.stat().st_size > 10_000
+    with open(tmp_path / "other.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:3])
+    with pytest.raises(SystemExit):
+        grid_main([str(csv_path), str(tmp_path / "other.csv"), "--out", str(tmp_path / "h.png")])

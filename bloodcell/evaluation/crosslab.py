@@ -16,7 +16,7 @@ import numpy as np
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.inference import InferenceSettings, Member, ensemble_predict
 from bloodcell.evaluation.metrics import classification_metrics
-from bloodcell.evaluation.report import plot_confusion_matrix, write_json
+from bloodcell.evaluation.report import plot_confusion_matrix, plot_image_grid, write_json, write_predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,72 @@ def evaluate_crosslab(members: list[Member], folders: Sequence[str | Path], how:
     for name, folder in crosslab_folders(folders).items():
         preds = ensemble_predict(members, folder_data_cfg(folder, cache_dir), "all", how)
         res = {"path": str(folder), **crosslab_metrics(preds.probs, preds.labels, classes)}
-        png = output_dir / f"crosslab_{name.replace('/', '_')}_confusion.png"
-        plot_confusion_matrix(np.array(res["confusion_matrix"]), classes, png,
+        stem = output_dir / f"crosslab_{name.replace('/', '_')}"
+        plot_confusion_matrix(np.array(res["confusion_matrix"]), classes, f"{stem}_confusion.png",
                               title=f"{name}: acc {res['accuracy']:.3f}, macro recall {res['macro_recall']:.3f}")
-        res["confusion_png"] = png.name
+        write_predictions_csv(f"{stem}_predictions.csv", preds.ids, preds.labels, preds.probs, classes)
+        plot_prediction_grid([str(i) for i in preds.ids], preds.labels, preds.probs.argmax(axis=1), classes, f"{stem}_grid.png",
+                             title=f"{name}: predictions (green right, red wrong)")
+        for key, suffix in (("confusion_png", "confusion.png"), ("predictions_csv", "predictions.csv"), ("grid_png", "grid.png")):
+            res[key] = f"{stem.name}_{suffix}"
         results[name] = res
         log.info("cross-lab %s: n=%d accuracy %.4f macro recall %.4f macro F1 %.4f", name, res["n"], res["accuracy"],
                  res["macro_recall"], res["macro_f1"])
     write_json({"folders": results}, output_dir / "crosslab.json")
     return results
+
+
+def plot_prediction_grid(files: list[str], labels: np.ndarray, preds: np.ndarray, classes: list[str], path: str | Path,
+                         per_class: int = 8, title: str = "") -> Path:
+    """One row per class present: up to `per_class` of its images (the files as they are), captioned with the prediction."""
+    from bloodcell.data.images import read_image
+
+    rows, caps, names = [], [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        rows.append([thumbnail(read_image(files[i])) for i in idx])
+        caps.append([(classes[int(preds[i])], bool(preds[i] == c)) for i in idx])
+        names.append(classes[int(c)])
+    return plot_image_grid(rows, caps, names, path, title)
+
+
+def thumbnail(img: np.ndarray, size: int = 128) -> np.ndarray:
+    """A square thumbnail of a whole image (centre crop to square, area resize): what a person recognises, not model input."""
+    from bloodcell.data.images import resize_image
+
+    return resize_image(img, size, "center_crop")
+
+
+def read_predictions_csv(path: str | Path) -> dict[str, tuple[str, str]]:
+    """{image id: (true class, predicted class)} from a predictions CSV written by an evaluation."""
+    import csv
+
+    with open(path, newline="") as f:
+        return {row["id"]: (row["true"], row["predicted"]) for row in csv.DictReader(f)}
+
+
+def before_after_grid(before_csv: str | Path, after_csv: str | Path, path: str | Path, per_class: int = 6,
+                      names: tuple[str, str] = ("before", "after")) -> Path:
+    """The same cross-lab images under two models: per class, images whose prediction changed first, captioned
+    "before → after" and coloured by whether the second model is right."""
+    before, after = read_predictions_csv(before_csv), read_predictions_csv(after_csv)
+    if set(before) != set(after):
+        raise ConfigError(f"{before_csv} and {after_csv} hold different images; give two evaluations of the same cross-lab folder.")
+    from bloodcell.data.images import read_image
+
+    by_class: dict[str, list[str]] = {}
+    for image_id, (true, _) in sorted(before.items()):
+        by_class.setdefault(true, []).append(image_id)
+    rows, caps, labels = [], [], []
+    for true, ids in by_class.items():
+        ids = sorted(ids, key=lambda i: before[i][1] == after[i][1])[:per_class]  # changed predictions first
+        rows.append([thumbnail(read_image(i)) for i in ids])
+        caps.append([(f"{before[i][1][:11]} → {after[i][1][:11]}", after[i][1] == true) for i in ids])
+        right = [sum(m[i][1] == true for i in by_class[true]) for m in (before, after)]
+        labels.append(f"{true}\n{right[0]}→{right[1]} of {len(by_class[true])}")
+    acc = [sum(m[i][1] == m[i][0] for i in m) / len(m) for m in (before, after)]
+    title = f"{names[0]} → {names[1]}: accuracy {acc[0]:.2f} → {acc[1]:.2f} (caption green: {names[1]} right)"
+    return plot_image_grid(rows, caps, labels, path, title)
 
 
 def crosslab_summary(results: dict) -> dict:
@@ -111,5 +168,5 @@ def format_crosslab_md(results: dict) -> list[str]:
     lines.append("")
     for name, r in results.items():
         lines.append(f"{name} recall per class: " + ", ".join(f"{c} {v:.2f}" for c, v in r["recall"].items()))
-        lines += ["", f"![{name} confusion matrix]({r['confusion_png']})", ""]
+        lines += ["", f"![{name} confusion matrix]({r['confusion_png']}) ![{name} predictions]({r['grid_png']})", ""]
     return lines
