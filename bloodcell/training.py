@@ -18,6 +18,7 @@ from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.distributed import check_ddp_launch, hydra_multirun
 from bloodcell.errors import BloodcellError, ConfigError
 from bloodcell.evaluation.crosslab import check_not_training_on
+from bloodcell.evaluation.model_card import write_model_card
 from bloodcell.evaluation.report import write_json
 from bloodcell.models.finetune import model_callbacks
 from bloodcell.module import BloodCellModule
@@ -185,6 +186,7 @@ def train(cfg: DictConfig) -> float | None:
             summary["crosslab"] = result["crosslab"]
     summary["metrics"] = metrics
     write_json(summary, output_dir / "summary.json")
+    log.info("model card: %s", write_model_card(cfg, dm, module, summary, output_dir))
     log.info("summary: %s", json.dumps(summary, indent=1))
     metric_name = cfg.get("optimized_metric")
     if metric_name and metric_name not in metrics:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from bloodcell.checkpoint import load_module
 from bloodcell.config import as_list, check_trusted_targets, to_plain
 from bloodcell.data.datamodule import BloodCellDataModule, datamodule_from_cfg
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError, DataError
 from bloodcell.evaluation.metrics import average_probs
 from bloodcell.module import BloodCellModule
@@ -213,3 +214,18 @@ def own_split_or_none(members: list[Member], split: str, how: InferenceSettings)
     if not all(to_plain(m.module.hparams.data) for m in members):
         return None
     return ensemble_predict(members, None, split, InferenceSettings(how.device, how.tta, how.loader_overrides, progress=False))
+
+
+def common_preprocess(members: Sequence[Member]) -> Preprocess:
+    """The one Preprocess all members share (one input per image); members that differ are a clear error."""
+    first = members[0].module.preprocessing
+    for m in members[1:]:
+        other = m.module.preprocessing
+        if other != first:
+            a, b = first.describe(), other.describe()
+            diff = {k: (v, b[k]) for k, v in a.items() if b[k] != v}
+            raise CheckpointError(
+                f"ckpt={m.path} preprocesses images differently from ckpt={members[0].path} ({diff}); exported graphs and "
+                "heat-maps take one input per image, so members must share data.image_size, resize_mode and data.preprocess."
+            )
+    return first

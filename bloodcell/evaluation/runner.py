@@ -14,6 +14,7 @@ from bloodcell.config import as_list, yaml_defaults
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.benchmark_sets import read_manifest
 from bloodcell.evaluation.crosslab import crosslab_folders, crosslab_summary, evaluate_crosslab, format_crosslab_md
+from bloodcell.evaluation.explain_report import check_explain_sets, explain_evaluation, explain_mode, format_explain_md
 from bloodcell.evaluation.inference import (
     InferenceSettings,
     Predictions,
@@ -61,6 +62,10 @@ class EvalOptions:
     benchmark_dir: str | None = None  # None: no robustness pass
     cache_dir: str | None = None  # where benchmark sets are cached; None: conf/paths' cache_dir
     loader_overrides: dict | None = None  # data.* keys for the evaluation loaders (eval_batch_size, eval_num_workers)
+    explain: str | None = None  # None: no heat-maps; "gradcam": grid + heat-map cell share (explain_report.py)
+    explain_sets: tuple[str, ...] = ()  # extra folders whose heat-map cell share is measured
+    explain_max_images: int | None = None  # per set (from conf/evaluate.yaml when explain is on)
+    explain_per_class: int | None = None  # grid examples per class and kind (from conf/evaluate.yaml)
     crosslab: tuple[str, ...] = ()  # folders of other labs' images, scored on their own (evaluation only)
 
     @classmethod
@@ -80,13 +85,18 @@ class EvalOptions:
             benchmark_dir=cfg.get("benchmark_dir"),
             cache_dir=paths.get("cache_dir"),
             loader_overrides={k: v for k, v in loader.items() if v is not None},
+            explain=explain_mode(cfg.get("explain")),
+            explain_sets=tuple(str(d) for d in as_list(cfg.get("explain_sets")) or ()),
+            explain_max_images=cfg.get("explain_max_images"),
+            explain_per_class=cfg.get("explain_per_class"),
             crosslab=tuple(str(f) for f in as_list(cfg.crosslab) or ()),
         )
 
     @classmethod
     def defaults(cls, **changes: Any) -> EvalOptions:
         """conf/evaluate.yaml's settings without composing it (train.py's evaluation after fitting, tools), with `changes`."""
-        names = [f.name for f in fields(cls) if f.name not in ("weights", "benchmark_dir", "cache_dir", "loader_overrides", "crosslab")]
+        off = ("weights", "benchmark_dir", "cache_dir", "loader_overrides", "crosslab", "explain", "explain_sets")
+        names = [f.name for f in fields(cls) if f.name not in off]
         return replace(cls(**yaml_defaults("evaluate.yaml", names)), **changes)
 
 
@@ -138,6 +148,7 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     if (output_dir / "metrics.json").exists() and not opts.overwrite:
         raise ConfigError(f"{output_dir / 'metrics.json'} already exists; choose another output_dir or pass overwrite=true.")
     tta_views(opts.tta)  # validate before the slow part
+    check_explain_sets(opts.explain_sets)
     if opts.benchmark_dir:
         read_manifest(opts.benchmark_dir)
     crosslab_folders(opts.crosslab)
@@ -179,8 +190,15 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     crosslab = evaluate_crosslab(members, opts.crosslab, how, output_dir, opts.cache_dir) if opts.crosslab else None
     if crosslab:
         metrics["crosslab"] = crosslab_summary(crosslab)
+    if opts.explain:  # heat-map cell share also on every cross-lab folder
+        output_dir.mkdir(parents=True, exist_ok=True)
+        sets = replace(opts, explain_sets=tuple(dict.fromkeys([*opts.explain_sets, *opts.crosslab])))
+        metrics["explain"] = explain_evaluation(members, data_cfg, preds.split, preds.labels, probs, classes, sets, how, output_dir)
     name = Path(members[0].path).name if len(members) == 1 else f"ensemble of {len(members)}"
     write_outputs(metrics, preds, probs, classes, name, robust, output_dir, crosslab)
+    if opts.explain:
+        with open(output_dir / "report.md", "a") as f:
+            f.write("\n" + format_explain_md(metrics["explain"]))
     log.info("evaluation of %s on %s split:\n%s", name, preds.split, format_summary(metrics, classes))
     if robust:
         s = robust["summary"]
