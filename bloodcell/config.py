@@ -19,8 +19,8 @@ CONF_DIR = PROJECT_ROOT / "conf"
 # `_target_`s a config read from a file (a checkpoint's hyper-parameters) may name: only bloodcell's own
 # factories, never arbitrary callables (checkpoints can come from anywhere).
 TRUSTED_TARGET_PREFIXES = ("bloodcell.",)
-# on-device batch ops (`batch_augment.ops`, also stored in checkpoints): bloodcell's vectorised ops or torchvision v2 ops
-TRUSTED_BATCH_OP_PREFIXES = ("bloodcell.augment.gpu.", "torchvision.transforms.v2.")
+# on-device batch ops (`batch_augment.ops`, also stored in checkpoints): bloodcell's vectorised and domain ops or torchvision v2 ops
+TRUSTED_BATCH_OP_PREFIXES = ("bloodcell.augment.gpu.", "bloodcell.augment.domain.", "torchvision.transforms.v2.")
 
 
 def register_resolvers() -> None:

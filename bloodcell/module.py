@@ -20,6 +20,7 @@ from bloodcell.data.datamodule import data_defaults
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
+from bloodcell.models.mixstyle import attach_mixstyle
 from bloodcell.optim import check_optimizer_name, warmup_cosine
 
 CHECKPOINT_FORMAT = 1
@@ -76,6 +77,7 @@ class BloodCellModule(L.LightningModule):
         )
         self.classes = list(classes)
         self.model = build_model_from_cfg(model, len(self.classes))
+        attach_mixstyle(self.model, model.get("mixstyle"))  # training-time feature-style mixing (identity in eval)
         self.register_buffer("mean", torch.tensor(self.model.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(self.model.std).view(1, 3, 1, 1) * 255.0, persistent=False)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None

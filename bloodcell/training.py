@@ -13,10 +13,12 @@ from omegaconf import DictConfig
 
 from bloodcell.augment import build_train_transform, jsd_settings
 from bloodcell.checkpoint import check_resume_compatible
-from bloodcell.config import to_plain
+from bloodcell.config import as_list, to_plain
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.distributed import check_ddp_launch, hydra_multirun
 from bloodcell.errors import BloodcellError, ConfigError
+from bloodcell.evaluation.crosslab import check_not_training_on
+from bloodcell.evaluation.model_card import write_model_card
 from bloodcell.evaluation.report import write_json
 from bloodcell.models.finetune import model_callbacks
 from bloodcell.module import BloodCellModule
@@ -125,6 +127,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> float | None:
     """Fit, test and evaluate one configuration; returns cfg.optimized_metric (for sweepers)."""
     check_ddp_launch(cfg.trainer, multirun=hydra_multirun())
+    check_not_training_on(cfg.data.get("root"), as_list(cfg.get("crosslab")))  # also fails fast on a missing folder
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     guard_output_dir(output_dir, resuming=ckpt_path is not None)
@@ -173,13 +176,17 @@ def train(cfg: DictConfig) -> float | None:
         metrics.update({k: float(v) for k, v in (test_results[0] if test_results else {}).items()})
     if not trainer.is_global_zero:  # DDP: other ranks joined fit/test; rank 0 alone evaluates and writes files
         return None
-    if cfg.get("evaluate") and best and len(dm.splits["test"]):
+    crosslab = as_list(cfg.get("crosslab")) or []
+    if (cfg.get("evaluate") or crosslab) and best and len(dm.splits["test"]):
         from bloodcell.evaluation.runner import evaluate_checkpoint
 
-        evaluate_checkpoint(best, None, "test", output_dir / "eval", loader_overrides={"eval_num_workers": 0})
+        result = evaluate_checkpoint(best, None, "test", output_dir / "eval", loader_overrides={"eval_num_workers": 0}, crosslab=crosslab)
         summary["evaluation"] = str(output_dir / "eval" / "metrics.json")
+        if "crosslab" in result:
+            summary["crosslab"] = result["crosslab"]
     summary["metrics"] = metrics
     write_json(summary, output_dir / "summary.json")
+    log.info("model card: %s", write_model_card(cfg, dm, module, summary, output_dir))
     log.info("summary: %s", json.dumps(summary, indent=1))
     metric_name = cfg.get("optimized_metric")
     if metric_name and metric_name not in metrics:

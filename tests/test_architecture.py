@@ -33,6 +33,8 @@ LAYERS = {
     "bloodcell.tools": 5,
     "train": 5,
     "evaluate": 5,
+    "export": 5,
+    "serve": 5,
 }
 MAX_LINES = 350
 
@@ -51,7 +53,7 @@ class Import:
 
 def module_files() -> dict[str, Path]:
     """Dotted module name → file, for the package and the top-level entry points."""
-    files = {p.stem: p for p in (ROOT / "train.py", ROOT / "evaluate.py")}
+    files = {p.stem: p for p in (ROOT / "train.py", ROOT / "evaluate.py", ROOT / "export.py", ROOT / "serve.py")}
     for path in sorted((ROOT / "bloodcell").rglob("*.py")):
         parts = path.relative_to(ROOT).with_suffix("").parts
         files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path

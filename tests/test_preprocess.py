@@ -73,7 +73,7 @@ def test_cell_scale_respects_zoom_limits_and_falls_back_without_a_nucleus():
 def test_preprocess_is_deterministic_and_validated():
     img = smear(200, 25, (90, 110))
     for colour in ("none", "white_balance", "reinhard", "macenko"):
-        prep = make_preprocess(scale="cell", colour=colour)
+        prep = make_preprocess(scale="cell", colour=colour, context="suppress")
         assert np.array_equal(prep(img), prep(img.copy())), colour
     with pytest.raises(ConfigError, match="preprocess.scale"):
         make_preprocess(scale="zoom")
@@ -81,6 +81,22 @@ def test_preprocess_is_deterministic_and_validated():
         make_preprocess(colour="vahadane")
     with pytest.raises(ConfigError, match="zoom_range"):
         make_preprocess(zoom_range=(1.2, 2.0))
+    with pytest.raises(ConfigError, match="preprocess.context"):
+        make_preprocess(context="crop")
+
+
+def test_context_suppression_keeps_the_cell_and_fades_the_field():
+    img = smear(300, 30, (150, 150))
+    prep = make_preprocess(context="suppress", context_diameter=1.8)
+    out = prep(img).astype(int)
+    plain = make_preprocess()(img).astype(int)
+    centre = np.s_[41:55, 41:55]
+    assert np.array_equal(out[centre], plain[centre])  # the nucleus untouched
+    corners = np.concatenate([out[:12, :12].reshape(-1, 3), out[-12:, -12:].reshape(-1, 3)])
+    assert np.abs(corners - np.array(BACKGROUND)).max() <= 2  # red cells in the corners faded to background
+    assert np.abs(plain[:12, :12].reshape(-1, 3) - np.array(BACKGROUND)).max() > 20  # they were there before
+    cell = make_preprocess(scale="cell", context="suppress")(smear(300, 20, (120, 170)))
+    assert abs(find_nucleus(cell).cx - 48) <= 3  # combines with the magnification normaliser
 
 
 def test_white_balance_maps_the_background_to_the_reference():
@@ -109,6 +125,7 @@ def normalised_checkpoint(tmp_path_factory, cache_dir) -> str:
     out = tmp_path_factory.mktemp("prep")
     overrides = ["data=sample", "model=small_cnn", "trainer.fast_dev_run=true", "test=false", "evaluate=false", "~logger.tensorboard",
                  "data.image_size=48", "data.preprocess.scale=cell", "data.preprocess.colour=white_balance",
+                 "data.preprocess.context=suppress",
                  f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", *FAST]
     train(compose("train", overrides))
     return str(out / "checkpoints" / "fast_dev_run.ckpt")
@@ -119,7 +136,7 @@ def test_checkpoint_round_trip_feeds_the_same_pixels_everywhere(normalised_check
     apply the checkpoint's own preprocessing, so the network sees identical pixels and gives identical answers."""
     module = load_module(normalised_checkpoint)
     prep = module.preprocessing
-    assert (prep.image_size, prep.scale, prep.colour) == (48, "cell", "white_balance")
+    assert (prep.image_size, prep.scale, prep.colour, prep.context) == (48, "cell", "white_balance", "suppress")
     assert torch.load(normalised_checkpoint, weights_only=True)["bloodcell"]["preprocess"] == prep.describe()
 
     own, _ = datamodule_for(module, None, {"eval_num_workers": 0})

@@ -12,9 +12,12 @@ page; checkpoints store it, so a model is always fed what it was trained on. Ste
    it spans `cell_fraction` of the side. Other labs image at other magnifications (the cross-lab folders show
    cells at ~0.7× the PBC size); absolute size in pixels does not transfer, relative size (to the red cells
    around it) does, and the network still sees those.
+3. context (`preprocess.context=suppress`): fade the field outside a disc around the nucleus to the background
+   colour, so the red-cell field (which differs between labs and patients) cannot serve as a shortcut.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +30,9 @@ from bloodcell.data.images import RESIZE_MODES, resize_image
 from bloodcell.errors import ConfigError
 
 SCALE_MODES = ("none", "cell")
+CONTEXT_MODES = ("keep", "suppress")
 COLOUR_MODES = ("none", "white_balance", "reinhard", "macenko")
-PREPROCESS_KEYS = ("scale", "cell_fraction", "zoom_range", "colour", "background", "lab_reference")
+PREPROCESS_KEYS = ("scale", "cell_fraction", "zoom_range", "context", "context_diameter", "colour", "background", "lab_reference")
 _OD_TABLE = -np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)  # optical density of each 8-bit level
 
 
@@ -113,11 +117,33 @@ def cell_crop(img: np.ndarray, size: int, cell_fraction: float, zoom_range: tupl
     return resize_image(img[top : top + side_px, left : left + side_px], size, "squash")
 
 
+def background_colour(img: np.ndarray) -> np.ndarray:
+    """The smear background's RGB: the median of the 10 % least stained pixels (float32, 3 values)."""
+    od = optical_density(img)
+    return np.median(img[od <= np.percentile(od, 10)], axis=0).astype(np.float32)
+
+
+def suppress_context(img: np.ndarray, background: np.ndarray, diameter: float) -> np.ndarray:
+    """Fade everything outside a disc around the nucleus (diameter × nucleus extent) to the background colour.
+
+    The class is a property of the white cell; the field around it (red-cell density and pallor, platelets, debris)
+    differs between labs and patients and is a shortcut a network will take. A soft edge (±15 % of the radius)
+    keeps the cell's own border. No nucleus found: the image is returned as is.
+    """
+    box = find_nucleus(img)
+    if box is None:
+        return img
+    h, w = img.shape[:2]
+    radius = diameter * box.extent / 2
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist = np.hypot(yy - box.cy, xx - box.cx)
+    keep = np.clip((1.15 * radius - dist) / (0.3 * radius), 0.0, 1.0)[..., None].astype(np.float32)
+    return (img.astype(np.float32) * keep + background * (1.0 - keep) + 0.5).astype(np.uint8)
+
+
 def white_balance(img: np.ndarray, background: tuple[float, float, float]) -> np.ndarray:
     """Scale each channel so the smear background (the 10 % least stained pixels) gets the reference colour."""
-    od = optical_density(img)
-    bg_pixels = img[od <= np.percentile(od, 10)]
-    bg = np.median(bg_pixels, axis=0).astype(np.float32)
+    bg = background_colour(img)
     gain = np.asarray(background, dtype=np.float32) / np.maximum(bg, 1.0)
     return np.clip(img.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
 
@@ -155,6 +181,8 @@ class Preprocess:
     scale: str
     cell_fraction: float
     zoom_range: tuple[float, float]
+    context: str
+    context_diameter: float
     colour: str
     background: tuple[float, float, float]
     lab_reference: tuple[float, ...]
@@ -164,6 +192,9 @@ class Preprocess:
             raise ConfigError(f"data.resize_mode={self.resize_mode!r}: use one of {RESIZE_MODES}.")
         if self.scale not in SCALE_MODES:
             raise ConfigError(f"data.preprocess.scale={self.scale!r}: use one of {SCALE_MODES}.")
+        if self.context not in CONTEXT_MODES or self.context_diameter <= 0:
+            raise ConfigError(f"data.preprocess.context={self.context!r} / context_diameter={self.context_diameter}: "
+                              f"use one of {CONTEXT_MODES} and a diameter > 0.")
         if self.colour not in COLOUR_MODES:
             raise ConfigError(f"data.preprocess.colour={self.colour!r}: use one of {COLOUR_MODES}.")
         lo, hi = self.zoom_range
@@ -181,7 +212,8 @@ class Preprocess:
         p = require_keys(preprocess, PREPROCESS_KEYS, "data.preprocess")
         return cls(
             image_size=int(image_size), resize_mode=str(resize_mode), scale=str(p["scale"]), cell_fraction=float(p["cell_fraction"]),
-            zoom_range=tuple(float(z) for z in p["zoom_range"]), colour=str(p["colour"]),
+            zoom_range=tuple(float(z) for z in p["zoom_range"]), context=str(p["context"]), context_diameter=float(p["context_diameter"]),
+            colour=str(p["colour"]),
             background=tuple(float(v) for v in p["background"]), lab_reference=tuple(float(v) for v in p["lab_reference"]),
         )
 
@@ -194,9 +226,8 @@ class Preprocess:
 
     def describe(self) -> dict:
         """Plain settings (cache key, checkpoint metadata, metrics.json)."""
-        return {"image_size": self.image_size, "resize_mode": self.resize_mode, "scale": self.scale, "cell_fraction": self.cell_fraction,
-                "zoom_range": list(self.zoom_range), "colour": self.colour, "background": list(self.background),
-                "lab_reference": list(self.lab_reference)}
+        plain = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
 
     def colour_step(self, img: np.ndarray) -> np.ndarray:
         """The colour normalisation alone (full resolution, before the geometry)."""
@@ -211,6 +242,9 @@ class Preprocess:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """One decoded H×W×3 uint8 image → the network's input image."""
         img = self.colour_step(img)
+        background = background_colour(img) if self.context == "suppress" else None  # from the whole field, before cropping
         if self.scale == "cell":
-            return cell_crop(img, self.image_size, self.cell_fraction, self.zoom_range)
-        return resize_image(img, self.image_size, self.resize_mode)
+            out = cell_crop(img, self.image_size, self.cell_fraction, self.zoom_range)
+        else:
+            out = resize_image(img, self.image_size, self.resize_mode)
+        return suppress_context(out, background, self.context_diameter) if background is not None else out

@@ -17,11 +17,30 @@ from tqdm.auto import tqdm
 from bloodcell.checkpoint import load_module
 from bloodcell.config import as_list, check_trusted_targets, to_plain
 from bloodcell.data.datamodule import BloodCellDataModule, datamodule_from_cfg
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError, DataError
 from bloodcell.evaluation.metrics import average_probs
 from bloodcell.module import BloodCellModule
 
-TTA_MODES = ("none", "flips", "d4")
+TTA_MODES = ("none", "flips", "d4", "scales")
+TTA_ZOOMS = (0.8, 1.0, 1.25)  # tta=scales: symmetric in log-magnification around the model's own scale
+
+
+def zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """The NCHW batch seen at `factor`× magnification, same size: centre crop + upsample (>1) or reflect-pad + downsample (<1)."""
+    if factor == 1.0:
+        return x
+    h, w = x.shape[-2:]
+    xf = x.float()
+    if factor > 1:
+        ch, cw = max(1, round(h / factor)), max(1, round(w / factor))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        xf = xf[..., top : top + ch, left : left + cw]
+    else:
+        ph, pw = round(h / factor) - h, round(w / factor) - w
+        xf = torch.nn.functional.pad(xf, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+    out = torch.nn.functional.interpolate(xf, size=(h, w), mode="bilinear", align_corners=False, antialias=factor < 1)
+    return out.round_().clamp_(0, 255).to(x.dtype) if x.dtype == torch.uint8 else out.to(x.dtype)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -42,7 +61,8 @@ def require_checkpoints(ckpt: Any) -> list[str]:
 
 
 def tta_views(mode: str) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """Views of an NCHW batch whose predictions are averaged: identity; + h/v flips; or all 8 of the dihedral group D4."""
+    """Views of an NCHW batch whose predictions are averaged: identity; + h/v flips; all 8 of the dihedral group D4;
+    or three magnifications (TTA_ZOOMS)."""
     if mode == "none":
         return [lambda x: x]
     if mode == "flips":
@@ -50,6 +70,8 @@ def tta_views(mode: str) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     if mode == "d4":
         rots = [lambda x, k=k: torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
         return rots + [lambda x, r=r: r(torch.flip(x, dims=(3,))) for r in rots]
+    if mode == "scales":  # other labs image at other magnifications: average over a zoomed-out, the plain and a zoomed-in view
+        return [lambda x, z=z: zoom(x, z) for z in TTA_ZOOMS]
     raise ConfigError(f"tta={mode!r}: use one of {TTA_MODES}.")
 
 
@@ -192,3 +214,18 @@ def own_split_or_none(members: list[Member], split: str, how: InferenceSettings)
     if not all(to_plain(m.module.hparams.data) for m in members):
         return None
     return ensemble_predict(members, None, split, InferenceSettings(how.device, how.tta, how.loader_overrides, progress=False))
+
+
+def common_preprocess(members: Sequence[Member]) -> Preprocess:
+    """The one Preprocess all members share (one input per image); members that differ are a clear error."""
+    first = members[0].module.preprocessing
+    for m in members[1:]:
+        other = m.module.preprocessing
+        if other != first:
+            a, b = first.describe(), other.describe()
+            diff = {k: (v, b[k]) for k, v in a.items() if b[k] != v}
+            raise CheckpointError(
+                f"ckpt={m.path} preprocesses images differently from ckpt={members[0].path} ({diff}); exported graphs and "
+                "heat-maps take one input per image, so members must share data.image_size, resize_mode and data.preprocess."
+            )
+    return first

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from bloodcell.data.images import decode_file, visible_files
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ConfigError, DataError
-from bloodcell.evaluation.inference import load_members, require_checkpoints, resolve_device
+from bloodcell.evaluation.explain_report import explain_mode, write_overlays
+from bloodcell.evaluation.inference import common_preprocess, load_members, require_checkpoints, resolve_device
 from bloodcell.evaluation.metrics import average_probs
 from bloodcell.evaluation.report import write_json
 from bloodcell.module import BloodCellModule
@@ -47,6 +48,7 @@ class PredictionSummary:
     errors_csv: str
     checkpoints: list[str]
     class_counts: dict[str, int] = field(default_factory=dict)
+    overlays: str | None = None  # folder of Grad-CAM overlays (explain=true)
 
 
 def list_files(root: str | Path) -> list[Path]:
@@ -103,8 +105,11 @@ def predict_folder(
     overwrite: bool = False,
     num_threads: int | None = None,
     progress: bool | None = None,
+    explain: bool = False,
 ) -> PredictionSummary:
     """Predict every file under `root`; write predictions and errors CSVs and a summary JSON beside them.
+
+    explain=True also writes one Grad-CAM overlay PNG per predicted image under `overlays/` beside the CSV.
 
     `device` and `batch_size` have no default here: evaluate.py passes conf/evaluate.yaml's (`run_predict`).
     """
@@ -113,10 +118,14 @@ def predict_folder(
     predictions_csv = Path(predictions_csv)
     errors_csv = Path(errors_csv) if errors_csv else predictions_csv.with_name(predictions_csv.stem + "_errors.csv")
     summary_json = predictions_csv.with_suffix(".json")
-    refuse_overwrite([predictions_csv, errors_csv, summary_json], overwrite)
+    overlay_dir = predictions_csv.parent / "overlays"
+    refuse_overwrite([predictions_csv, errors_csv, summary_json, *([overlay_dir] if explain else [])], overwrite)
     files = list_files(root)
     device = resolve_device(device)
-    modules = [m.module.to(device).eval() for m in load_members(checkpoints)]
+    members = load_members(checkpoints)
+    modules = [m.module.to(device).eval() for m in members]
+    if explain:
+        common_preprocess(members)  # one heat-map per image needs one preprocessing
     classes = list(modules[0].classes)
 
     predictions_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +158,8 @@ def predict_folder(
                     pred_writer.writerow(row)
                     counts[t[0]] += 1
                 n_pred += len(good)
+                if explain:
+                    write_overlays(members, [img for _, img in good], [path for path, _ in good], Path(root), overlay_dir, batch_size)
             bar.update(len(chunk))
         bar.close()
     os.replace(partial_pred, predictions_csv)
@@ -162,6 +173,7 @@ def predict_folder(
         errors_csv=str(errors_csv),
         checkpoints=[str(Path(c).resolve()) for c in checkpoints],
         class_counts={c: int(n) for c, n in zip(classes, counts)},
+        overlays=str(overlay_dir) if explain else None,
     )
     write_json(summary.__dict__, summary_json)
     log.info("predicted %d of %d file(s) under %s → %s", n_pred, len(files), root, predictions_csv)
@@ -175,6 +187,7 @@ def run_predict(cfg: DictConfig) -> dict:
     checkpoints = require_checkpoints(cfg.get("ckpt"))
     out = cfg.get("predictions") or str(Path(cfg.output_dir) / "predictions.csv")
     summary = predict_folder(
-        checkpoints, str(cfg.predict_dir), out, device=cfg.device, batch_size=int(cfg.batch_size), overwrite=bool(cfg.overwrite)
+        checkpoints, str(cfg.predict_dir), out, device=cfg.device, batch_size=int(cfg.batch_size), overwrite=bool(cfg.overwrite),
+        explain=explain_mode(cfg.get("explain")) is not None,
     )
     return summary.__dict__

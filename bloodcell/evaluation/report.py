@@ -140,8 +140,11 @@ def _fmt(x) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
 
 
-def format_report_md(metrics: dict, classes: list[str], robustness: dict | None = None) -> str:
-    """The human-readable report.md: what was evaluated, headline numbers, per class, calibration, robustness."""
+def format_report_md(metrics: dict, classes: list[str], robustness: dict | None = None, extra: list[str] | None = None) -> str:
+    """The human-readable report.md: what was evaluated, headline numbers, per class, calibration, robustness.
+
+    `extra`: more sections (lines) placed right after the robustness summary, e.g. the cross-lab table.
+    """
     lines = ["# Evaluation report", ""]
     for m in metrics["members"]:
         lines.append(f"- `{m['checkpoint']}` — {m['backbone']} at {m['image_size']} px, weight {m['weight']:.3g}")
@@ -156,6 +159,7 @@ def format_report_md(metrics: dict, classes: list[str], robustness: dict | None 
             f"| {_fmt(s['val_acc'])} | {_fmt(s['test_acc'])} | {_fmt(s['bmk_acc'])} | {_fmt(s['mean_corruption_acc'])} |",
             "",
         ]
+    lines += extra or []
     lines += [
         "## Metrics",
         "",
@@ -191,3 +195,22 @@ def format_report_md(metrics: dict, classes: list[str], robustness: dict | None 
             lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} |")
         lines += ["", "![corruption heatmap](corruption_heatmap.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def plot_image_grid(tiles: list[list[np.ndarray]], captions: list[list[tuple[str, bool]]], row_labels: list[str], path: str | Path,
+                    title: str = "") -> Path:
+    """Rows of images, each with a caption coloured green (right) or red (wrong); one row label per row."""
+    n_rows, n_cols = len(tiles), max((len(r) for r in tiles), default=0)
+    fig, axes = plt.subplots(n_rows, max(n_cols, 1), figsize=(1.6 * max(n_cols, 1) + 1.2, 1.85 * n_rows + 0.4), squeeze=False)
+    for i, (row, caps) in enumerate(zip(tiles, captions)):
+        for j in range(axes.shape[1]):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j])
+                text, right = caps[j]
+                ax.set_title(text, fontsize=7, color="tab:green" if right else "tab:red")
+        axes[i, 0].text(-0.12, 0.5, row_labels[i], transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

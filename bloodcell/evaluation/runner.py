@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from omegaconf import DictConfig
 from bloodcell.config import as_list, yaml_defaults
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.benchmark_sets import read_manifest
+from bloodcell.evaluation.crosslab import crosslab_folders, crosslab_summary, evaluate_crosslab, format_crosslab_md
+from bloodcell.evaluation.explain_report import check_explain_sets, explain_evaluation, explain_mode, format_explain_md
 from bloodcell.evaluation.inference import (
     InferenceSettings,
     Predictions,
@@ -59,6 +62,11 @@ class EvalOptions:
     benchmark_dir: str | None = None  # None: no robustness pass
     cache_dir: str | None = None  # where benchmark sets are cached; None: conf/paths' cache_dir
     loader_overrides: dict | None = None  # data.* keys for the evaluation loaders (eval_batch_size, eval_num_workers)
+    explain: str | None = None  # None: no heat-maps; "gradcam": grid + heat-map cell share (explain_report.py)
+    explain_sets: tuple[str, ...] = ()  # extra folders whose heat-map cell share is measured
+    explain_max_images: int | None = None  # per set (from conf/evaluate.yaml when explain is on)
+    explain_per_class: int | None = None  # grid examples per class and kind (from conf/evaluate.yaml)
+    crosslab: tuple[str, ...] = ()  # folders of other labs' images, scored on their own (evaluation only)
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> EvalOptions:
@@ -77,12 +85,18 @@ class EvalOptions:
             benchmark_dir=cfg.get("benchmark_dir"),
             cache_dir=paths.get("cache_dir"),
             loader_overrides={k: v for k, v in loader.items() if v is not None},
+            explain=explain_mode(cfg.get("explain")),
+            explain_sets=tuple(str(d) for d in as_list(cfg.get("explain_sets")) or ()),
+            explain_max_images=cfg.get("explain_max_images"),
+            explain_per_class=cfg.get("explain_per_class"),
+            crosslab=tuple(str(f) for f in as_list(cfg.crosslab) or ()),
         )
 
     @classmethod
     def defaults(cls, **changes: Any) -> EvalOptions:
         """conf/evaluate.yaml's settings without composing it (train.py's evaluation after fitting, tools), with `changes`."""
-        names = [f.name for f in fields(cls) if f.name not in ("weights", "benchmark_dir", "cache_dir", "loader_overrides")]
+        off = ("weights", "benchmark_dir", "cache_dir", "loader_overrides", "crosslab", "explain", "explain_sets")
+        names = [f.name for f in fields(cls) if f.name not in off]
         return replace(cls(**yaml_defaults("evaluate.yaml", names)), **changes)
 
 
@@ -111,7 +125,8 @@ def calibrate(probs: np.ndarray, preds: Predictions, val: Predictions | None, ec
 
 
 def write_outputs(
-    metrics: dict, preds: Predictions, probs: np.ndarray, classes: list[str], name: str, robust: dict | None, output_dir: Path
+    metrics: dict, preds: Predictions, probs: np.ndarray, classes: list[str], name: str, robust: dict | None, output_dir: Path,
+    crosslab: dict | None = None,
 ) -> None:
     """metrics.json, the two PNGs, predictions.csv and report.md into output_dir."""
     write_json(metrics, output_dir / "metrics.json")
@@ -123,7 +138,8 @@ def write_outputs(
     )
     plot_reliability(metrics["reliability"], output_dir / "reliability.png", title=f"{name}: ECE {metrics['ece']:.3f}")
     write_predictions_csv(output_dir / "predictions.csv", preds.ids, preds.labels, probs, classes)
-    (output_dir / "report.md").write_text(format_report_md(metrics, classes, robust))
+    extra = format_crosslab_md(crosslab) if crosslab else None
+    (output_dir / "report.md").write_text(format_report_md(metrics, classes, robust, extra))
 
 
 def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opts: EvalOptions) -> dict:
@@ -132,8 +148,10 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     if (output_dir / "metrics.json").exists() and not opts.overwrite:
         raise ConfigError(f"{output_dir / 'metrics.json'} already exists; choose another output_dir or pass overwrite=true.")
     tta_views(opts.tta)  # validate before the slow part
+    check_explain_sets(opts.explain_sets)
     if opts.benchmark_dir:
         read_manifest(opts.benchmark_dir)
+    crosslab_folders(opts.crosslab)
     members = load_members(ckpts, opts.weights)
     classes = members[0].module.classes
     how = InferenceSettings(resolve_device(opts.device), opts.tta, opts.loader_overrides or {})
@@ -169,8 +187,18 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
             title=f"accuracy under corruption (mean {robust['summary']['mean_corruption_acc']:.3f})",
         )
         metrics["robustness"] = robust["summary"]
+    crosslab = evaluate_crosslab(members, opts.crosslab, how, output_dir, opts.cache_dir) if opts.crosslab else None
+    if crosslab:
+        metrics["crosslab"] = crosslab_summary(crosslab)
+    if opts.explain:  # heat-map cell share also on every cross-lab folder
+        output_dir.mkdir(parents=True, exist_ok=True)
+        sets = replace(opts, explain_sets=tuple(dict.fromkeys([*opts.explain_sets, *opts.crosslab])))
+        metrics["explain"] = explain_evaluation(members, data_cfg, preds.split, preds.labels, probs, classes, sets, how, output_dir)
     name = Path(members[0].path).name if len(members) == 1 else f"ensemble of {len(members)}"
-    write_outputs(metrics, preds, probs, classes, name, robust, output_dir)
+    write_outputs(metrics, preds, probs, classes, name, robust, output_dir, crosslab)
+    if opts.explain:
+        with open(output_dir / "report.md", "a") as f:
+            f.write("\n" + format_explain_md(metrics["explain"]))
     log.info("evaluation of %s on %s split:\n%s", name, preds.split, format_summary(metrics, classes))
     if robust:
         s = robust["summary"]
@@ -182,10 +210,12 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     return metrics
 
 
-def evaluate_checkpoint(ckpt: str, data_cfg: Any | None, split: str, output_dir: str | Path, loader_overrides: dict | None = None) -> dict:
-    """One checkpoint, no extras (what train.py runs after fitting). It may refresh the run's own eval/
-    folder: a run resumed into its own directory re-evaluates its new best checkpoint."""
-    return evaluate([ckpt], data_cfg, output_dir, EvalOptions.defaults(split=split, overwrite=True, loader_overrides=loader_overrides))
+def evaluate_checkpoint(ckpt: str, data_cfg: Any | None, split: str, output_dir: str | Path, loader_overrides: dict | None = None,
+                        crosslab: Sequence[str] = ()) -> dict:
+    """One checkpoint, no extras but the cross-lab folders (what train.py runs after fitting). It may refresh the run's
+    own eval/ folder: a run resumed into its own directory re-evaluates its new best checkpoint."""
+    opts = EvalOptions.defaults(split=split, overwrite=True, loader_overrides=loader_overrides, crosslab=tuple(str(f) for f in crosslab))
+    return evaluate([ckpt], data_cfg, output_dir, opts)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -29,7 +29,7 @@ from bloodcell.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Model-config keys that steer training, not the network; build_classifier never sees them.
-TRAINING_KEYS = ("freeze", "freeze_epochs", "unfreeze_stages", "backbone_lr_scale", "layer_decay", "freeze_bn", "ema")
+TRAINING_KEYS = ("freeze", "freeze_epochs", "unfreeze_stages", "backbone_lr_scale", "layer_decay", "freeze_bn", "ema", "mixstyle")
 
 
 def split_model_cfg(model_cfg: dict) -> tuple[dict, dict]:

@@ -82,11 +82,6 @@ def uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tens
     return torch.empty(n, device=device).uniform_(float(low), float(high))
 
 
-def signed(values: torch.Tensor) -> torch.Tensor:
-    """Each value with a random sign (brighter/darker, left/right)."""
-    return torch.where(torch.rand_like(values) < 0.5, values, -values)
-
-
 def as_range(value: float | Sequence[float], name: str, symmetric: bool = False) -> tuple[float, float]:
     """A YAML range: [low, high], or one number meaning [-v, v] (symmetric) or [v, v]."""
     if isinstance(value, (int, float)):
@@ -114,11 +109,6 @@ def from_unit(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.uint8:
         return out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return out.clamp(0.0, 1.0).to(dtype)
-
-
-def keep(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """`new` for the images where `active` (N,) holds, `old` elsewhere."""
-    return torch.where(active.view(-1, *([1] * (new.ndim - 1))), new, old)
 
 
 def affine_theta(forward: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,172 @@
+"""Cross-lab benchmark: accuracy on real images from other laboratories (folders of class sub-folders).
+
+The judge of shift robustness that synthetic shifts (Bmk, corruptions, lab-shift copies) cannot replace. A cross-lab
+folder may hold any subset of the 8 classes at any image size; every metric is averaged over the classes it contains.
+Cross-lab folders are for evaluation only: `training.py` refuses one as a training source, and they are scored after
+fitting, on the checkpoint the run already chose, so they never steer model selection.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bloodcell.errors import ConfigError
+from bloodcell.evaluation.inference import InferenceSettings, Member, ensemble_predict
+from bloodcell.evaluation.metrics import classification_metrics
+from bloodcell.evaluation.report import plot_confusion_matrix, plot_image_grid, write_json, write_predictions_csv
+
+log = logging.getLogger(__name__)
+
+
+def folder_data_cfg(root: str | Path, cache_dir: str | Path | None = None) -> dict:
+    """A `data=folder` config for an evaluation-only folder; keys it does not name come from conf/data/_common.yaml."""
+    cfg = {"_target_": "bloodcell.data.BloodCellDataModule", "source": {"_target_": "bloodcell.data.FolderSource", "root": str(root)},
+           "root": str(root), "num_workers": 0, "allow_missing_classes": True}
+    if cache_dir:
+        cfg["cache_dir"] = str(cache_dir)
+    return cfg
+
+
+def crosslab_folders(folders: Sequence[str | Path] | None) -> dict[str, Path]:
+    """{display name: resolved folder}; names are the folder names (parent/name where two would clash)."""
+    paths = [Path(f).expanduser().resolve() for f in (folders or [])]
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        raise ConfigError(
+            f"crosslab={missing}: no such folder; give folders with one sub-folder per class (e.g. ../shared/data/crosslab/zheng2)."
+        )
+    names = [p.name for p in paths]
+    return {(p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}"): p for p in paths}
+
+
+def check_not_training_on(data_root: str | Path | None, folders: Sequence[str | Path] | None) -> None:
+    """Refuse a training source that is, contains or lies inside a cross-lab folder (evaluation only, never training).
+
+    Also checks that every cross-lab folder exists, so a typo stops the run before training, not after it.
+    """
+    resolved = crosslab_folders(folders)
+    if not data_root:
+        return
+    root = Path(data_root).expanduser().resolve()
+    for folder in resolved.values():
+        if root == folder or folder in root.parents or root in folder.parents:
+            raise ConfigError(
+                f"data.root={root} overlaps the cross-lab folder {folder}: cross-lab images are for evaluation only. "
+                "Train on another source and list the folder in crosslab=[...]."
+            )
+
+
+def crosslab_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """n, classes present, accuracy, macro recall and macro F1 over the classes present, per-class recall, confusion matrix."""
+    m = classification_metrics(probs, labels, classes)
+    present = [c for c in classes if m["per_class"][c]["support"] > 0]
+    return {
+        "n": m["n"],
+        "classes_present": present,
+        "accuracy": m["accuracy"],
+        "macro_recall": m["balanced_accuracy"],
+        "macro_f1": m["macro_f1"],
+        "recall": {c: m["per_class"][c]["recall"] for c in present},
+        "confusion_matrix": m["confusion_matrix"],
+    }
+
+
+def evaluate_crosslab(members: list[Member], folders: Sequence[str | Path], how: InferenceSettings, output_dir: str | Path,
+                      cache_dir: str | Path | None = None) -> dict:
+    """Score the members on every cross-lab folder; writes crosslab.json and one confusion-matrix PNG per folder."""
+    output_dir = Path(output_dir)
+    classes = members[0].module.classes
+    results = {}
+    for name, folder in crosslab_folders(folders).items():
+        preds = ensemble_predict(members, folder_data_cfg(folder, cache_dir), "all", how)
+        res = {"path": str(folder), **crosslab_metrics(preds.probs, preds.labels, classes)}
+        stem = output_dir / f"crosslab_{name.replace('/', '_')}"
+        plot_confusion_matrix(np.array(res["confusion_matrix"]), classes, f"{stem}_confusion.png",
+                              title=f"{name}: acc {res['accuracy']:.3f}, macro recall {res['macro_recall']:.3f}")
+        write_predictions_csv(f"{stem}_predictions.csv", preds.ids, preds.labels, preds.probs, classes)
+        plot_prediction_grid([str(i) for i in preds.ids], preds.labels, preds.probs.argmax(axis=1), classes, f"{stem}_grid.png",
+                             title=f"{name}: predictions (green right, red wrong)")
+        for key, suffix in (("confusion_png", "confusion.png"), ("predictions_csv", "predictions.csv"), ("grid_png", "grid.png")):
+            res[key] = f"{stem.name}_{suffix}"
+        results[name] = res
+        log.info("cross-lab %s: n=%d accuracy %.4f macro recall %.4f macro F1 %.4f", name, res["n"], res["accuracy"],
+                 res["macro_recall"], res["macro_f1"])
+    write_json({"folders": results}, output_dir / "crosslab.json")
+    return results
+
+
+def plot_prediction_grid(files: list[str], labels: np.ndarray, preds: np.ndarray, classes: list[str], path: str | Path,
+                         per_class: int = 8, title: str = "") -> Path:
+    """One row per class present: up to `per_class` of its images (the files as they are), captioned with the prediction."""
+    from bloodcell.data.images import read_image
+
+    rows, caps, names = [], [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        rows.append([thumbnail(read_image(files[i])) for i in idx])
+        caps.append([(classes[int(preds[i])], bool(preds[i] == c)) for i in idx])
+        names.append(classes[int(c)])
+    return plot_image_grid(rows, caps, names, path, title)
+
+
+def thumbnail(img: np.ndarray, size: int = 128) -> np.ndarray:
+    """A square thumbnail of a whole image (centre crop to square, area resize): what a person recognises, not model input."""
+    from bloodcell.data.images import resize_image
+
+    return resize_image(img, size, "center_crop")
+
+
+def read_predictions_csv(path: str | Path) -> dict[str, tuple[str, str]]:
+    """{image id: (true class, predicted class)} from a predictions CSV written by an evaluation."""
+    import csv
+
+    with open(path, newline="") as f:
+        return {row["id"]: (row["true"], row["predicted"]) for row in csv.DictReader(f)}
+
+
+def before_after_grid(before_csv: str | Path, after_csv: str | Path, path: str | Path, per_class: int = 6,
+                      names: tuple[str, str] = ("before", "after")) -> Path:
+    """The same cross-lab images under two models: per class, images whose prediction changed first, captioned
+    "before → after" and coloured by whether the second model is right."""
+    before, after = read_predictions_csv(before_csv), read_predictions_csv(after_csv)
+    if set(before) != set(after):
+        raise ConfigError(f"{before_csv} and {after_csv} hold different images; give two evaluations of the same cross-lab folder.")
+    from bloodcell.data.images import read_image
+
+    by_class: dict[str, list[str]] = {}
+    for image_id, (true, _) in sorted(before.items()):
+        by_class.setdefault(true, []).append(image_id)
+    rows, caps, labels = [], [], []
+    for true, ids in by_class.items():
+        ids = sorted(ids, key=lambda i: before[i][1] == after[i][1])[:per_class]  # changed predictions first
+        rows.append([thumbnail(read_image(i)) for i in ids])
+        caps.append([(f"{before[i][1][:11]} → {after[i][1][:11]}", after[i][1] == true) for i in ids])
+        right = [sum(m[i][1] == true for i in by_class[true]) for m in (before, after)]
+        labels.append(f"{true}\n{right[0]}→{right[1]} of {len(by_class[true])}")
+    acc = [sum(m[i][1] == m[i][0] for i in m) / len(m) for m in (before, after)]
+    title = f"{names[0]} → {names[1]}: accuracy {acc[0]:.2f} → {acc[1]:.2f} (caption green: {names[1]} right)"
+    return plot_image_grid(rows, caps, labels, path, title)
+
+
+def crosslab_summary(results: dict) -> dict:
+    """The headline numbers per folder (what summary.json and metrics.json carry)."""
+    keys = ("n", "classes_present", "accuracy", "macro_recall", "macro_f1")
+    return {name: {k: r[k] for k in keys} for name, r in results.items()}
+
+
+def format_crosslab_md(results: dict) -> list[str]:
+    """report.md lines: one row per folder, then the per-class recall and the confusion matrices."""
+    lines = ["## Images from other laboratories (cross-lab)", "",
+             "Metrics over the classes each folder contains. Evaluation only: never trained on, never used to select a model.", "",
+             "| folder | n | classes | accuracy | macro recall | macro F1 |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        scores = " | ".join(f"{r[k]:.4f}" for k in ("accuracy", "macro_recall", "macro_f1"))
+        lines.append(f"| {name} | {r['n']} | {len(r['classes_present'])} | {scores} |")
+    lines.append("")
+    for name, r in results.items():
+        lines.append(f"{name} recall per class: " + ", ".join(f"{c} {v:.2f}" for c, v in r["recall"].items()))
+        lines += ["", f"![{name} confusion matrix]({r['confusion_png']}) ![{name} predictions]({r['grid_png']})", ""]
+    return lines

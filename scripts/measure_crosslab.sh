@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue 12's ablation: domain-generalisation methods on pbc128 (96 px), judged on real images from another lab.
+#   bash scripts/measure_crosslab.sh [OUT] [ROW ...]       (all rows: ~20 min each on 2 idle CPU cores; finished steps are reused)
+# Every row trains the same budget (experiment=pbc128_lite0_staged augment=pipeline: offline ImageNet Lite0, 1 head-only
+# epoch + 7 staged epochs, EMA, seed 42, no wall-clock stop) plus one method, then is evaluated on the clean test split,
+# the benchmark sets (Bmk + the 14 corruptions at severity 3), the seeded lab-shift copy of the test split, and the
+# cross-lab folder(s) in CROSSLAB (default ../shared/data/crosslab/zheng2: evaluation only, never trained on or tuned on).
+# SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
+set -euo pipefail
+OUT=${1:-outputs/measure_crosslab}; shift || true
+SEV="[3]"
+SEED=${SEED:-42}
+CROSSLAB=${CROSSLAB:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data/crosslab/zheng2}
+source "$(dirname "$0")/measure_common.sh"
+BASE=(experiment=pbc128_lite0_staged augment=pipeline trainer.max_time=null "seed=$SEED" evaluate=false test=false)
+SUFFIX=$([ "$SEED" = 42 ] && echo "" || echo "_s$SEED")
+
+declare -A ROWS=(
+  [pipeline]=""
+  [white_balance]="data.preprocess.colour=white_balance"
+  [reinhard]="data.preprocess.colour=reinhard"
+  [stain_aug]="augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
+  [mixstyle]="model.mixstyle.p=0.5"
+  [randconv]="batch_augment=randconv"
+  [fourier]="batch_augment=fourier"
+  [scale_cell]="data.preprocess.scale=cell"
+  [scale_wide]="augment.scale_range=[0.5,1.6]"
+  [context]="data.preprocess.scale=cell data.preprocess.context=suppress"
+  [robust]="experiment=robust"
+)
+ORDER=(pipeline scale_cell stain_aug mixstyle randconv fourier context white_balance reinhard scale_wide robust)
+[ $# -gt 0 ] && ORDER=("$@")
+
+evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
+  local name=$1 ckpt=$2; shift 2
+  evaluate "eval_$name" "'$ckpt'" benchmark_dir="$OUT/bench" "crosslab=[$CROSSLAB]" "$@"
+  evaluate "labshift_$name" "'$ckpt'" data=folder data.root="$OUT/labshift" data.cache_dir="$OUT/cache" "$@"
+}
+
+for row in "${ORDER[@]}"; do
+  run="$row$SUFFIX"
+  if [ "$row" = robust ]; then
+    train "$run" experiment=robust "seed=$SEED" evaluate=false test=false   # the preset carries its own settings
+  else
+    # shellcheck disable=SC2086
+    train "$run" "${BASE[@]}" ${ROWS[$row]}
+  fi
+  [ -f "$OUT/bench/manifest.json" ] && [ -f "$OUT/labshift/shift.json" ] || build_shifted_sets "pipeline$SUFFIX"
+  evaluate_row "$run" "$(best "$run")"
+  if [ "$row" = pipeline ]; then  # multi-scale test-time augmentation needs no training: the baseline model, tta=scales
+    evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales
+  fi
+done
+python scripts/crosslab_table.py "$OUT"
