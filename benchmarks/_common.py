@@ -35,30 +35,52 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-class StepTimer(L.Callback):
-    """Images/s over the training steps after `warmup_steps` (worker start-up, first-step allocations excluded).
-
-    The clock starts at the end of step `warmup_steps` and stops at the end of the last step, so the
-    window holds whole steps: loader wait, transfer, forward, backward, optimizer, logging, progress bar.
+class Windows:
+    """Steady-state img/s: per epoch, one window from the end of step `warmup` (first epoch) or `epoch_warmup` (later
+    epochs) to the end of the epoch's last step, with one device synchronisation at each end and none inside;
+    images and seconds summed over the windows. Epoch boundaries (loader restart, validation, checkpoints) fall
+    outside, in both the plain loop and the framework, so ≥ 200 timed steps can span several short epochs.
     """
 
-    def __init__(self, warmup_steps: int, label: str) -> None:
-        self.warmup_steps, self.label = int(warmup_steps), label
-        self.t0: float | None = None
-        self.cpu0 = 0.0
-        self.images = 0
+    def __init__(self, warmup: int, epoch_warmup: int, device: torch.device | str) -> None:
+        self.warmup, self.epoch_warmup, self.device = int(warmup), int(epoch_warmup), device
+        self.images, self.seconds, self.cpu_seconds, self.steps = 0, 0.0, 0.0, 0
+        self._t0: float | None = None
+        self._cpu0 = 0.0
+
+    def after_step(self, index_in_epoch: int, epoch: int, images: int, last_in_epoch: bool) -> None:
+        start = self.warmup if epoch == 0 else self.epoch_warmup
+        done = index_in_epoch + 1
+        if done == start and not last_in_epoch:
+            synchronize(self.device)
+            self._t0, self._cpu0 = time.perf_counter(), time.process_time()
+        elif done > start and self._t0 is not None:
+            self.images += images  # a batch size: no device read
+            self.steps += 1
+            if last_in_epoch:
+                synchronize(self.device)
+                self.seconds += time.perf_counter() - self._t0
+                self.cpu_seconds += time.process_time() - self._cpu0
+                self._t0 = None
+
+    def result(self) -> dict:
+        return {**rates(self.images, self.seconds, self.cpu_seconds), "timed_steps": self.steps}
+
+
+class StepTimer(L.Callback):
+    """The framework side of `Windows`: the training loop's own steps, logging and progress bar included."""
+
+    def __init__(self, warmup_steps: int, label: str, epoch_warmup: int = 2) -> None:
+        self.warmup_steps, self.epoch_warmup, self.label = int(warmup_steps), int(epoch_warmup), label
+        self.windows: Windows | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        steps_done = batch_idx + 1
-        if steps_done < self.warmup_steps:
-            return
-        synchronize(pl_module.device)
-        now, cpu = time.perf_counter(), time.process_time()
-        if steps_done == self.warmup_steps:
-            self.t0, self.cpu0 = now, cpu
-            return
-        self.images += int(batch[1].shape[0])
-        RESULTS[self.label] = rates(self.images, now - self.t0, cpu - self.cpu0)
+        if self.windows is None:
+            self.windows = Windows(self.warmup_steps, self.epoch_warmup, pl_module.device)
+        last = batch_idx + 1 == trainer.num_training_batches or 0 < trainer.max_steps <= trainer.global_step
+        self.windows.after_step(batch_idx, trainer.current_epoch, int(batch[1].shape[0]), last)
+        if last and self.windows.images:
+            RESULTS[self.label] = self.windows.result()
 
 
 def rates(images: int, seconds: float, cpu_seconds: float) -> dict:

@@ -7,10 +7,13 @@ Both paths use one composed config (conf/train.yaml + overrides): the same datam
 settings, model, optimizer + schedule, augmentation (CPU `augment` and on-device `batch_augment`),
 precision, channels_last and batch size. (b) is `bloodcell.training.train(cfg)` itself, with its
 callbacks, loggers and progress bar, limited to `--steps` batches. Images/s count the steps after
-`--warmup` (worker start-up excluded); runs are interleaved (a, b, b, a, ...) and medians reported,
-because the machine is shared. Also printed, so the bottleneck is visible:
+`--warmup` (worker start-up excluded), timed with one device synchronisation at each end of the window
+and none inside it, in both paths (steady state on a GPU: `--steps 300 --warmup 20`, ≥ 200 timed steps);
+runs are interleaved (a, b, b, a, ...) and medians reported, because the machine is shared. Also
+printed, so the bottleneck is visible:
   loader img/s: the train DataLoader alone (workers decoding nothing, only augmenting the uint8 cache);
-  model img/s:  training steps on one batch already on the device (no loader).
+  model img/s:  training steps on one batch already on the device (no loader), batch ops included;
+  model_noaug:  the same without the batch ops (`batch_augment`), the reference of framework/model_noaug.
 Peak memory is RSS and PSS summed over the process and its DataLoader workers (PSS counts the shared,
 memory-mapped cache once), peak over the framework runs.
 """
@@ -21,7 +24,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -33,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from benchmarks._common import RESULTS, PeakMemory, compose_train_cfg, median, rates, synchronize  # noqa: E402
+from benchmarks._common import RESULTS, PeakMemory, Windows, compose_train_cfg, median  # noqa: E402
 from bloodcell.augment.gpu import build_batch_augment  # noqa: E402
 from bloodcell.config import to_plain  # noqa: E402
 from bloodcell.module import build_model_from_cfg  # noqa: E402
@@ -50,9 +52,10 @@ def pick_device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def plain_setup(cfg: DictConfig, device: torch.device, total_steps: int):
+def plain_setup(cfg: DictConfig, device: torch.device, total_steps: int, batch_augment: bool = True):
     """What a careful hand-written script builds: model, optimizer (timm factory), schedule, normalisation."""
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark"))  # what the Trainer sets from the same key
     model = build_model_from_cfg(to_plain(cfg.model), 8).to(device)
     channels_last = bool(cfg.get("channels_last"))
     if channels_last:
@@ -67,7 +70,7 @@ def plain_setup(cfg: DictConfig, device: torch.device, total_steps: int):
         scheduler = warmup_cosine(optimizer, total_steps, 0, float(sched["min_lr_ratio"]), float(sched["warmup_start_ratio"]))
     mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(model.std, device=device).view(1, 3, 1, 1) * 255
-    batch_aug = build_batch_augment(cfg.get("batch_augment"))
+    batch_aug = build_batch_augment(cfg.get("batch_augment")) if batch_augment else None
     autocast_dtype = AUTOCAST.get(str(cfg.trainer.precision))
     smoothing = float(cfg.loss.label_smoothing)
 
@@ -90,42 +93,47 @@ def plain_setup(cfg: DictConfig, device: torch.device, total_steps: int):
     return step
 
 
-def timed_steps(batches, step, warmup: int, steps: int, device: torch.device) -> dict:
-    """Run `steps` steps; img/s over those after `warmup` (same window as StepTimer)."""
-    t0, cpu0, images = None, 0.0, 0
-    for i, (x, y) in enumerate(batches, start=1):
+def epochs_of(loader, steps: int):
+    """(index in epoch, epoch, x, y, last in epoch) for `steps` steps over as many epochs as needed."""
+    done, epoch = 0, 0
+    while True:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        n = len(loader)
+        for i, (x, y) in enumerate(loader):
+            done += 1
+            yield i, epoch, x, y, i + 1 == n or done >= steps
+            if done >= steps:
+                return
+        epoch += 1
+
+
+def timed_steps(batches, step, warmup: int, epoch_warmup: int, device: torch.device) -> dict:
+    """Run the steps; img/s over the steady-state windows (benchmarks._common.Windows, as StepTimer)."""
+    windows = Windows(warmup, epoch_warmup, device)
+    for i, epoch, x, y, last in batches:
         step(x, y)
-        if i >= warmup:
-            synchronize(device)
-            if i == warmup:
-                t0, cpu0 = time.perf_counter(), time.process_time()
-            else:
-                images += int(y.shape[0])
-        if i >= steps:
-            break
-    return rates(images, time.perf_counter() - t0, time.process_time() - cpu0)
+        windows.after_step(i, epoch, int(y.shape[0]), last)
+    return windows.result()
 
 
-def run_plain(cfg: DictConfig, dm, device: torch.device, warmup: int, steps: int) -> dict:
+def run_plain(cfg: DictConfig, dm, device: torch.device, warmup: int, steps: int, epoch_warmup: int) -> dict:
     step = plain_setup(cfg, device, steps)
-    loader = dm.train_dataloader()
-    out = timed_steps(iter(loader), step, warmup, steps, device)
-    del loader
-    return out
+    return timed_steps(epochs_of(dm.train_dataloader(), steps), step, warmup, epoch_warmup, device)
 
 
-def run_model_only(cfg: DictConfig, dm, device: torch.device, warmup: int, steps: int) -> dict:
-    step = plain_setup(cfg, device, steps)
+def run_model_only(cfg: DictConfig, dm, device: torch.device, warmup: int, steps: int, batch_augment: bool = True) -> dict:
+    step = plain_setup(cfg, device, steps, batch_augment)
     x, y = next(iter(dm.train_dataloader()))
     x, y = x.to(device), y.to(device)
-    return timed_steps(((x, y) for _ in range(steps)), step, warmup, steps, device)
+    return timed_steps(((i, 0, x, y, i + 1 == steps) for i in range(steps)), step, warmup, warmup, device)
 
 
-def run_loader_only(dm, warmup: int, steps: int) -> dict:
-    return timed_steps(iter(dm.train_dataloader()), lambda x, y: None, warmup, steps, torch.device("cpu"))
+def run_loader_only(dm, warmup: int, steps: int, epoch_warmup: int) -> dict:
+    return timed_steps(epochs_of(dm.train_dataloader(), steps), lambda x, y: None, warmup, epoch_warmup, torch.device("cpu"))
 
 
-def run_framework(cfg: DictConfig, warmup: int, steps: int, label: str) -> dict:
+def run_framework(cfg: DictConfig, warmup: int, epoch_warmup: int, label: str) -> dict:
     """bloodcell.training.train(cfg) with a StepTimer callback; outputs in a throw-away folder."""
     cfg = cfg.copy()
     with tempfile.TemporaryDirectory(prefix="bloodcell-bench-") as out:
@@ -133,7 +141,7 @@ def run_framework(cfg: DictConfig, warmup: int, steps: int, label: str) -> dict:
         OmegaConf.update(
             cfg,
             "callbacks.step_timer",
-            {"_target_": "benchmarks._common.StepTimer", "warmup_steps": warmup, "label": label},
+            {"_target_": "benchmarks._common.StepTimer", "warmup_steps": warmup, "label": label, "epoch_warmup": epoch_warmup},
             force_add=True,
         )
         RESULTS.pop(label, None)
@@ -141,15 +149,18 @@ def run_framework(cfg: DictConfig, warmup: int, steps: int, label: str) -> dict:
     return RESULTS[label]
 
 
-def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repeats: int) -> dict:
+def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repeats: int, epoch_warmup: int = 2) -> dict:
     cfg = compose_train_cfg(
         [
             f"model={model}",
             "test=false",
             "evaluate=false",
-            "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={steps}",
+            "trainer.max_epochs=-1",  # as many epochs as --steps needs; each epoch's boundary falls outside the timing
+            f"trainer.max_steps={steps}",
+            "trainer.max_time=null",
             "trainer.limit_val_batches=1",
+            "callbacks.early_stopping=null",  # a run may stop mid-epoch (max_steps), before any validation metric exists
+            "optimized_metric=null",
             # the plain loop trains every layer with no weight averaging: the framework must do the same work
             # (a staged config's frozen first phase would otherwise make the framework look several times faster)
             "model.freeze=false",
@@ -166,7 +177,8 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
         for r in range(repeats):
             order = ("plain", "framework") if r % 2 == 0 else ("framework", "plain")
             for kind in order:
-                res = run_plain(cfg, dm, device, warmup, steps) if kind == "plain" else run_framework(cfg, warmup, steps, f"{model}-{r}")
+                res = (run_plain(cfg, dm, device, warmup, steps, epoch_warmup) if kind == "plain"
+                       else run_framework(cfg, warmup, epoch_warmup, f"{model}-{r}"))
                 runs[kind].append(res)
                 print(
                     f"  [{model}] repeat {r + 1}/{repeats} {kind:9s} {res['img_per_s']:8.1f} img/s  {res['img_per_cpu_s']:8.1f} img/CPU-s",
@@ -175,8 +187,11 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
     plain = [x["img_per_s"] for x in runs["plain"]]
     framework = [x["img_per_s"] for x in runs["framework"]]
     cpu_a, cpu_b = (median([x["img_per_cpu_s"] for x in runs[k]]) for k in ("plain", "framework"))
-    loader = median([run_loader_only(dm, warmup, steps)["img_per_s"] for _ in range(max(1, repeats // 2))])
+    loader = median([run_loader_only(dm, warmup, steps, epoch_warmup)["img_per_s"] for _ in range(max(1, repeats // 2))])
     compute = median([run_model_only(cfg, dm, device, warmup, steps)["img_per_s"] for _ in range(max(1, repeats // 2))])
+    has_batch_ops = build_batch_augment(cfg.get("batch_augment")) is not None
+    bare = (median([run_model_only(cfg, dm, device, warmup, steps, False)["img_per_s"] for _ in range(max(1, repeats // 2))])
+            if has_batch_ops else compute)
     a, b = median(plain), median(framework)
     return {
         "model": model,
@@ -188,6 +203,8 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
         "train_images": len(dm.splits["train"]),
         "steps": steps,
         "warmup": warmup,
+        "epoch_warmup": epoch_warmup,
+        "timed_steps": [x["timed_steps"] for x in runs["plain"] + runs["framework"]],
         "repeats": repeats,
         "plain_img_per_s": a,
         "framework_img_per_s": b,
@@ -199,6 +216,8 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
         "framework_runs": runs["framework"],
         "loader_img_per_s": loader,
         "model_img_per_s": compute,
+        "model_noaug_img_per_s": bare,  # steps on a resident batch without the batch ops
+        "framework_vs_model_noaug": b / bare,  # issue 13's target with batch_augment=pipeline: ≥ 0.9 on a GPU
         "bottleneck": "loader" if loader < compute else "model",
         "peak_rss_mib": mem.peak["rss_mib"],
         "peak_pss_mib": mem.peak["pss_mib"],
@@ -210,7 +229,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="small_cnn,effnet_lite0", help="comma-separated conf/model names")
     parser.add_argument("--steps", type=int, default=30, help="training steps per run (warmup included)")
-    parser.add_argument("--warmup", type=int, default=5, help="steps excluded from timing")
+    parser.add_argument("--warmup", type=int, default=5, help="first-epoch steps excluded from timing")
+    parser.add_argument("--epoch-warmup", type=int, default=2, help="steps excluded at the start of each later epoch")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per path; medians reported")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args, overrides = parser.parse_known_args(argv)
@@ -220,16 +240,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         overrides = ["data=pbc128", *overrides]
     results = []
     for model in args.models.split(","):
-        results.append(bench_model(model, overrides, args.warmup, args.steps, args.repeats))
+        results.append(bench_model(model, overrides, args.warmup, args.steps, args.repeats, args.epoch_warmup))
     print(f"\noverrides: {' '.join(overrides)}   torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"{'model':14s} {'plain':>9s} {'lightning':>10s} {'ratio':>6s} {'cpu_ratio':>9s} "
-        f"{'loader':>9s} {'model':>9s} {'bottleneck':>10s} {'peakRSS':>8s} {'peakPSS':>8s}"
+        f"{'loader':>9s} {'model':>9s} {'m_noaug':>9s} {'fw/noaug':>8s} {'bottleneck':>10s} {'peakRSS':>8s} {'peakPSS':>8s}"
     )
     for r in results:
         print(
             f"{r['model']:14s} {r['plain_img_per_s']:9.1f} {r['framework_img_per_s']:10.1f} {r['ratio']:6.3f} {r['cpu_ratio']:9.3f} "
-            f"{r['loader_img_per_s']:9.1f} {r['model_img_per_s']:9.1f} {r['bottleneck']:>10s} "
+            f"{r['loader_img_per_s']:9.1f} {r['model_img_per_s']:9.1f} {r['model_noaug_img_per_s']:9.1f} "
+            f"{r['framework_vs_model_noaug']:8.3f} {r['bottleneck']:>10s} "
             f"{r['peak_rss_mib']:7.0f}M {r['peak_pss_mib']:7.0f}M"
         )
     print(

@@ -88,9 +88,10 @@ class BloodCellModule(L.LightningModule):
         self.jsd_loss = self._build_jsd(jsd, weights)
         self.batch_augment = build_batch_augment(batch_augment)
         n = len(self.classes)
-        self.train_metrics = make_metrics(n, "train/", validate_args=False)  # per step: labels come from our own cache
+        self.train_metrics = make_metrics(n, "train/", validate_args=False)  # labels come from our own cache
         self.val_metrics = make_metrics(n, "val/")
         self.test_metrics = make_metrics(n, "test/")
+        self._pending: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # stage → this epoch's (top-1, target)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -170,35 +171,55 @@ class BloodCellModule(L.LightningModule):
             logits = logits[: y.shape[0]]  # metrics on the clean view
         else:
             loss = self.loss_fn(logits, target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        # prog_bar=False: Lightning turns progress-bar values into Python floats after *every* step (a device sync);
+        # the bar shows train/loss anyway, read only when it redraws (callbacks.ThrottledRichProgressBar.metrics)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=x.shape[0])
         if target.ndim == 1:
-            self.train_metrics.update(logits.detach(), y)
+            self._remember("train", logits, y)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        if self.train_metrics["acc"].update_count:
-            self.log_dict(self.train_metrics.compute())
-        self.train_metrics.reset()
+    # -- metrics: top-1 predictions stay on the device during an epoch, one torchmetrics update at its end ----------
+    # (torchmetrics' update runs torch.bincount, which synchronises with the GPU; once per epoch instead of per step)
+    def _remember(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self._pending.setdefault(stage, []).append((logits.detach().argmax(dim=-1), y.detach()))
 
-    def _eval_step(self, batch, metrics: MetricCollection, stage: str) -> None:
+    def _epoch_metrics(self, stage: str, metrics: MetricCollection) -> dict | None:
+        """The stage's metrics over this epoch's remembered predictions (None: none were made); clears them."""
+        pending = self._pending.pop(stage, [])
+        metrics.reset()
+        if not pending:
+            return None
+        metrics.update(torch.cat([p for p, _ in pending]), torch.cat([t for _, t in pending]))
+        values = metrics.compute()
+        metrics.reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        values = self._epoch_metrics("train", self.train_metrics)
+        if values is not None:
+            self.log_dict(values)
+
+    def _eval_step(self, batch, stage: str) -> None:
         x, y = batch
         logits = self(x)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=stage == "val", batch_size=x.shape[0], sync_dist=True)
-        metrics.update(logits, y)
+        self._remember(stage, logits, y)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
-        self.val_metrics.reset()
+        values = self._epoch_metrics("val", self.val_metrics)
+        if values is not None:
+            self.log_dict(values, prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
+        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        values = self._epoch_metrics("test", self.test_metrics)
+        if values is not None:
+            self.log_dict(values)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

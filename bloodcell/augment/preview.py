@@ -9,6 +9,23 @@ import numpy as np
 from bloodcell.errors import BloodcellError
 
 
+def with_batch_ops(transform, batch_augment):
+    """A per-image transform (Albumentations style, HWC uint8) followed by on-device batch ops applied to a batch of one.
+
+    What a training image goes through with `augment=...` and `batch_augment=...` together; for previews.
+    """
+    if batch_augment is None:
+        return transform
+    import torch
+
+    def apply(image: np.ndarray) -> dict:
+        image = transform(image=image)["image"] if transform is not None else image
+        batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+        return {"image": batch_augment(batch)[0].permute(1, 2, 0).numpy()}
+
+    return lambda image: apply(image)
+
+
 def preview_grid(images: np.ndarray, labels: np.ndarray, classes: list[str], transform, rows: int, samples: int,
                  seed: int) -> tuple[np.ndarray, list[dict]]:
     """Grid (uint8 RGB): per class `rows` rows of [original | `samples` augmented draws], a gap after each original."""

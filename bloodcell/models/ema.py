@@ -8,6 +8,7 @@ useful after a few hundred steps of a short CPU run instead of staying near the 
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -34,12 +35,44 @@ class EMAWeights(WeightAveraging):
         super().__init__(device=device, use_buffers=True, multi_avg_fn=self._update)
 
     @torch.no_grad()
-    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor | int) -> None:
         if not averaged[0].is_floating_point():  # counters such as num_batches_tracked: keep the latest
             torch._foreach_copy_(averaged, current)
             return
         weight = 1.0 - ema_decay(self.decay, int(n_averaged), self.warmup)
         torch._foreach_lerp_(averaged, current, weight)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._host_count: int | None = None  # read from the (possibly restored) averaged model at the first update
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """Update the average after each optimizer step, with the update count kept on the host.
+
+        Lightning's WeightAveraging calls `AveragedModel.update_parameters`, which reads `n_averaged` from the
+        device twice per step (`bool(n_averaged == 0)`, `if n_averaged > 0`), and the decay warm-up needs it
+        as a number: three device synchronisations per step on a GPU. Here it is read once per fit.
+        """
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self._ema_step(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    @torch.no_grad()
+    def _ema_step(self, pl_module) -> None:
+        model = self._average_model
+        if getattr(self, "_host_count", None) is None:
+            self._host_count = int(model.n_averaged)
+        averaged = [t.detach() for t in itertools.chain(model.module.parameters(), model.module.buffers())]
+        current = [t.detach().to(a.device) for t, a in zip(itertools.chain(pl_module.parameters(), pl_module.buffers()), averaged)]
+        if self._host_count == 0:
+            torch._foreach_copy_(averaged, current)
+        else:
+            floats = [i for i, a in enumerate(averaged) if a.is_floating_point()]
+            others = [i for i, a in enumerate(averaged) if not a.is_floating_point()]
+            for group in (floats, others):
+                if group:
+                    self._update([averaged[i] for i in group], [current[i] for i in group], self._host_count)
+        model.n_averaged += 1
+        self._host_count += 1
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         """Restore the raw weights only to resume fitting.
