@@ -84,7 +84,7 @@ def test_the_check_fails_if_a_per_step_sync_comes_back(tmp_path, monkeypatch):
     assert any(what == "_local_scalar_dense" and "lightning" in where for step in steps for what, where in step)  # the bar value
 
 
-@pytest.mark.parametrize("name", ["basic", "pipeline"])
+@pytest.mark.parametrize("name", ["basic", "pipeline", "randconv", "fourier"])
 def test_batch_pipelines_do_not_synchronise(compose_cfg, name):
     aug = build_batch_augment(compose_cfg([f"batch_augment={name}"]).batch_augment)
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)

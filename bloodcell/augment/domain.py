@@ -6,6 +6,8 @@ device, with parameters drawn per image from torch's global RNG (seeded per batc
 """
 from __future__ import annotations
 
+import random
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,24 +34,19 @@ class RandConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        sel = torch.rand(n, device=x.device) < self.p
-        if not bool(sel.any()):
-            return x
+        # every image is filtered and the selection applied with torch.where: no data-dependent branch, so no
+        # host-device synchronisation on a GPU
+        sel = (torch.rand(n, device=x.device) < self.p).view(n, 1, 1, 1)
         xf = _float(x)
-        out = xf.clone()
-        k = self.kernel_sizes[int(torch.randint(len(self.kernel_sizes), (1,)))]
-        idx = sel.nonzero().flatten()
-        src = xf[idx]
-        m = len(idx)
-        weight = torch.randn(m * c, c, k, k, device=x.device) * (1.0 / (c * k * k)) ** 0.5
-        y = F.conv2d(F.pad(src.reshape(1, m * c, h, w), [k // 2] * 4, mode="reflect"), weight, groups=m).view(m, c, h, w)
-        mu, sd = src.mean((2, 3), keepdim=True), src.std((2, 3), keepdim=True)
+        k = random.choice(self.kernel_sizes)  # Python's RNG (re-seeded per batch by EpochSeed): no tensor read back
+        weight = torch.randn(n * c, c, k, k, device=x.device) * (1.0 / (c * k * k)) ** 0.5
+        y = F.conv2d(F.pad(xf.reshape(1, n * c, h, w), [k // 2] * 4, mode="reflect"), weight, groups=n).view(n, c, h, w)
+        mu, sd = xf.mean((2, 3), keepdim=True), xf.std((2, 3), keepdim=True)
         y = (y - y.mean((2, 3), keepdim=True)) / (y.std((2, 3), keepdim=True) + 1e-6) * sd + mu
         if self.mix:
-            a = torch.rand(m, 1, 1, 1, device=x.device)
-            y = a * src + (1 - a) * y
-        out[idx] = y.clamp(0, 1)
-        return _back(out, x)
+            a = torch.rand(n, 1, 1, 1, device=x.device)
+            y = a * xf + (1 - a) * y
+        return torch.where(sel, _back(y.clamp(0, 1), x), x)
 
 
 class FourierAmplitudeMix(nn.Module):
@@ -63,14 +60,13 @@ class FourierAmplitudeMix(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        sel = torch.rand(n, device=x.device) < self.p
-        if n < 2 or not bool(sel.any()):
+        if n < 2:
             return x
-        xf = _float(x)
-        spec = torch.fft.fft2(xf)
+        sel = (torch.rand(n, device=x.device) < self.p).view(n, 1, 1, 1)
+        spec = torch.fft.fft2(_float(x))
         amp, phase = spec.abs(), spec.angle()
         perm = torch.randperm(n, device=x.device)
-        lam = torch.rand(n, 1, 1, 1, device=x.device) * self.eta * sel.view(n, 1, 1, 1)
+        lam = torch.rand(n, 1, 1, 1, device=x.device) * self.eta
         amp = (1 - lam) * amp + lam * amp[perm]
         out = torch.fft.ifft2(torch.polar(amp, phase)).real.clamp(0, 1)
-        return _back(out, x)
+        return torch.where(sel, _back(out, x), x)  # unselected images stay bit-exact (no FFT round trip), no sync
