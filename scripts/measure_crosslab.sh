@@ -5,6 +5,7 @@
 # epoch + 7 staged epochs, EMA, seed 42, no wall-clock stop) plus one method, then is evaluated on the clean test split,
 # the benchmark sets (Bmk + the 14 corruptions at severity 3), the seeded lab-shift copy of the test split, and the
 # cross-lab folder(s) in CROSSLAB (default ../shared/data/crosslab/zheng2: evaluation only, never trained on or tuned on).
+# batch_pipeline is issue 13's parity row: the same pipeline run on the training batch (augment=none batch_augment=pipeline).
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -12,7 +13,7 @@ SEV="[3]"
 SEED=${SEED:-42}
 CROSSLAB=${CROSSLAB:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data/crosslab/zheng2}
 source "$(dirname "$0")/measure_common.sh"
-BASE=(experiment=pbc128_lite0_staged augment=pipeline trainer.max_time=null "seed=$SEED" evaluate=false test=false)
+BASE=(experiment=pbc128_lite0_staged trainer.max_time=null "seed=$SEED" evaluate=false test=false)
 SUFFIX=$([ "$SEED" = 42 ] && echo "" || echo "_s$SEED")
 
 declare -A ROWS=(
@@ -26,9 +27,10 @@ declare -A ROWS=(
   [scale_cell]="data.preprocess.scale=cell"
   [scale_wide]="augment.scale_range=[0.5,1.6]"
   [context]="data.preprocess.scale=cell data.preprocess.context=suppress"
+  [batch_pipeline]="augment=none batch_augment=pipeline"
   [robust]="experiment=robust"
 )
-ORDER=(pipeline scale_cell stain_aug mixstyle randconv fourier context white_balance reinhard scale_wide robust)
+ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide robust)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
@@ -42,8 +44,10 @@ for row in "${ORDER[@]}"; do
   if [ "$row" = robust ]; then
     train "$run" experiment=robust "seed=$SEED" evaluate=false test=false   # the preset carries its own settings
   else
+    overrides=${ROWS[$row]}
+    [[ " $overrides" == *" augment="* ]] || overrides="augment=pipeline $overrides"   # every row: the pipeline + its method
     # shellcheck disable=SC2086
-    train "$run" "${BASE[@]}" ${ROWS[$row]}
+    train "$run" "${BASE[@]}" $overrides
   fi
   [ -f "$OUT/bench/manifest.json" ] && [ -f "$OUT/labshift/shift.json" ] || build_shifted_sets "pipeline$SUFFIX"
   evaluate_row "$run" "$(best "$run")"
