@@ -171,3 +171,14 @@ def test_sample_images_get_a_nucleus():
     assert len(files) == 240
     missing = [f.name for f in files if find_nucleus(read_image(f)) is None]
     assert not missing
+
+
+def test_preprocess_grid_tool(tmp_path):
+    """The comparison picture: one row per picked image, one column per setting; a bad variant key is refused."""
+    from bloodcell.tools.preprocess_grid import main as grid_main
+
+    png = grid_main([str(SAMPLE), "--out", str(tmp_path / "g.png"), "--per-folder", "2", "--size", "48",
+                     "--variants", "none", "colour=white_balance", "scale=cell+context=suppress"])
+    assert png.is_file() and png.stat().st_size > 5_000
+    with pytest.raises(SystemExit):
+        grid_main([str(SAMPLE), "--out", str(tmp_path / "h.png"), "--variants", "colour=white_balance+zoom=2"])

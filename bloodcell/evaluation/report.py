@@ -197,9 +197,9 @@ def format_report_md(metrics: dict, classes: list[str], robustness: dict | None 
     return "\n".join(lines) + "\n"
 
 
-def plot_image_grid(tiles: list[list[np.ndarray]], captions: list[list[tuple[str, bool]]], row_labels: list[str], path: str | Path,
-                    title: str = "") -> Path:
-    """Rows of images, each with a caption coloured green (right) or red (wrong); one row label per row."""
+def plot_image_grid(tiles: list[list[np.ndarray]], captions: list[list[tuple[str, bool | None]]], row_labels: list[str],
+                    path: str | Path, title: str = "") -> Path:
+    """Rows of images, each with a caption coloured green (right), red (wrong) or black (None: no verdict); one label per row."""
     n_rows, n_cols = len(tiles), max((len(r) for r in tiles), default=0)
     fig, axes = plt.subplots(n_rows, max(n_cols, 1), figsize=(1.6 * max(n_cols, 1) + 1.2, 1.85 * n_rows + 0.4), squeeze=False)
     for i, (row, caps) in enumerate(zip(tiles, captions)):
@@ -209,7 +209,7 @@ def plot_image_grid(tiles: list[list[np.ndarray]], captions: list[list[tuple[str
             if j < len(row):
                 ax.imshow(row[j])
                 text, right = caps[j]
-                ax.set_title(text, fontsize=7, color="tab:green" if right else "tab:red")
+                ax.set_title(text, fontsize=7, color="black" if right is None else "tab:green" if right else "tab:red")
         axes[i, 0].text(-0.12, 0.5, row_labels[i], transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
