@@ -42,7 +42,7 @@ evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + bench
 for row in "${ORDER[@]}"; do
   run="$row$SUFFIX"
   if [ "$row" = robust ]; then
-    train "$run" experiment=robust "seed=$SEED" evaluate=false test=false   # the preset carries its own settings
+    train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false   # the preset carries its own settings; same 8 epochs, no wall-clock stop
   else
     overrides=${ROWS[$row]}
     [[ " $overrides" == *" augment="* ]] || overrides="augment=pipeline $overrides"   # every row: the pipeline + its method
