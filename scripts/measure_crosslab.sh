@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 12's ablation: domain-generalisation methods on pbc128 (96 px), judged on real images from another lab.
-#   bash scripts/measure_crosslab.sh [OUT] [ROW ...]       (all rows: ~20 min each on 2 idle CPU cores; finished steps are reused)
+#   bash scripts/measure_crosslab.sh [OUT] [ROW ...]       (~23 min per row on 2 idle CPU cores; finished steps are reused)
 # Every row trains the same budget (experiment=pbc128_lite0_staged augment=pipeline: offline ImageNet Lite0, 1 head-only
 # epoch + 7 staged epochs, EMA, seed 42, no wall-clock stop) plus one method, then is evaluated on the clean test split,
 # the benchmark sets (Bmk + the 14 corruptions at severity 3), the seeded lab-shift copy of the test split, and the
 # cross-lab folder(s) in CROSSLAB (default ../shared/data/crosslab/zheng2: evaluation only, never trained on or tuned on).
 # batch_pipeline is issue 13's parity row: the same pipeline run on the training batch (augment=none batch_augment=pipeline).
+# stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= scale_cell).
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -28,9 +29,12 @@ declare -A ROWS=(
   [scale_wide]="augment.scale_range=[0.5,1.6]"
   [context]="data.preprocess.scale=cell data.preprocess.context=suppress"
   [batch_pipeline]="augment=none batch_augment=pipeline"
-  [robust]="experiment=robust"
+  [stain_scale_mixstyle]="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
+  [stain_scale_mixstyle_cell]="data.preprocess.scale=cell augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
+  [robust]=""   # experiment=robust: the same config as scale_cell (tests/test_robust_preset.py checks it)
 )
-ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide robust)
+ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
+       stain_scale_mixstyle_cell)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
@@ -41,10 +45,10 @@ evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + bench
 
 for row in "${ORDER[@]}"; do
   run="$row$SUFFIX"
-  if [ "$row" = robust ]; then
-    train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false   # the preset carries its own settings; same 8 epochs, no wall-clock stop
+  overrides=${ROWS[$row]}
+  if [ "$row" = robust ]; then   # the preset carries its own settings; same 8 epochs, no wall-clock stop
+    train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false
   else
-    overrides=${ROWS[$row]}
     [[ " $overrides" == *" augment="* ]] || overrides="augment=pipeline $overrides"   # every row: the pipeline + its method
     # shellcheck disable=SC2086
     train "$run" "${BASE[@]}" $overrides
