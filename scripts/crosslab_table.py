@@ -39,7 +39,7 @@ def plot(rows: list[dict], cols: list[str], png: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(rows), 4.0))
+    fig, ax = plt.subplots(figsize=(4.0 + 0.9 * len(rows), 4.0))
     width = 0.8 / len(cols)
     for k, col in enumerate(cols):
         vals = [r.get(col) or 0.0 for r in rows]
@@ -48,7 +48,7 @@ def plot(rows: list[dict], cols: list[str], png: Path) -> None:
     ax.set_ylim(0, 1.0)
     ax.set_ylabel("accuracy / macro recall")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the bars, never over them
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
