@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
             path = rng.choice(by_class[cls])
             img = read_image(path)
             rows.append([p(img) for p in settings])
-            captions.append([(v, None) for v in args.variants] if not rows[:-1] else [("", None)] * len(settings))
+            captions.append([("" if captions else v, None) for v in args.variants])  # column names over the first row only
             labels.append(f"{folder.name}\n{cls[:12]}")
     png = plot_image_grid(rows, captions, labels, args.out, f"data.preprocess at {args.size} px: one image per row")
     print(png)
