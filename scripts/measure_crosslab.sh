@@ -6,7 +6,7 @@
 # the benchmark sets (Bmk + the 14 corruptions at severity 3), the seeded lab-shift copy of the test split, and the
 # cross-lab folder(s) in CROSSLAB (default ../shared/data/crosslab/zheng2: evaluation only, never trained on or tuned on).
 # batch_pipeline is issue 13's parity row: the same pipeline run on the training batch (augment=none batch_augment=pipeline).
-# stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= scale_cell).
+# stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= randconv).
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -31,7 +31,7 @@ declare -A ROWS=(
   [batch_pipeline]="augment=none batch_augment=pipeline"
   [stain_scale_mixstyle]="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
   [stain_scale_mixstyle_cell]="data.preprocess.scale=cell augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
-  [robust]=""   # experiment=robust: the same config as scale_cell (tests/test_robust_preset.py checks it)
+  [robust]=""   # experiment=robust: the same config as randconv (tests/test_robust_preset.py checks it)
 )
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell)
