@@ -17,11 +17,13 @@ source "$(dirname "$0")/measure_common.sh"
 BASE=(experiment=pbc128_lite0_staged trainer.max_time=null "seed=$SEED" evaluate=false test=false)
 SUFFIX=$([ "$SEED" = 42 ] && echo "" || echo "_s$SEED")
 
+STAIN="augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
+COMBO="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 $STAIN"   # the combination first chosen on principle
 declare -A ROWS=(
   [pipeline]=""
   [white_balance]="data.preprocess.colour=white_balance"
   [reinhard]="data.preprocess.colour=reinhard"
-  [stain_aug]="augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
+  [stain_aug]="$STAIN"
   [mixstyle]="model.mixstyle.p=0.5"
   [randconv]="batch_augment=randconv"
   [fourier]="batch_augment=fourier"
@@ -29,8 +31,8 @@ declare -A ROWS=(
   [scale_wide]="augment.scale_range=[0.5,1.6]"
   [context]="data.preprocess.scale=cell data.preprocess.context=suppress"
   [batch_pipeline]="augment=none batch_augment=pipeline"
-  [stain_scale_mixstyle]="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
-  [stain_scale_mixstyle_cell]="data.preprocess.scale=cell augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
+  [stain_scale_mixstyle]="$COMBO"
+  [stain_scale_mixstyle_cell]="data.preprocess.scale=cell $COMBO"
   [robust]=""   # experiment=robust: the same config as randconv (tests/test_robust_preset.py checks it)
 )
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
