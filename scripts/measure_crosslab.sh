@@ -26,6 +26,7 @@ declare -A ROWS=(
   [stain_aug]="$STAIN"
   [mixstyle]="model.mixstyle.p=0.5"
   [randconv]="batch_augment=randconv"
+  [randconv_cell]="batch_augment=randconv data.preprocess.scale=cell"   # the two methods that moved zheng2, together
   [fourier]="batch_augment=fourier"
   [scale_cell]="data.preprocess.scale=cell"
   [scale_wide]="augment.scale_range=[0.5,1.6]"
@@ -36,7 +37,7 @@ declare -A ROWS=(
   [robust]=""   # experiment=robust: the same config as randconv (tests/test_robust_preset.py checks it)
 )
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
-       stain_scale_mixstyle_cell)
+       stain_scale_mixstyle_cell randconv_cell)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
