@@ -7,6 +7,7 @@ accuracy and macro recall over the classes it holds; seconds per epoch and epoch
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +31,24 @@ def collect(out: Path) -> list[dict]:
         row["s_per_epoch"], row["epochs"] = summary.get("seconds_per_epoch"), summary.get("epochs")
         rows.append(row)
     return rows
+
+
+def seed_means(rows: list[dict], cols: list[str]) -> list[dict]:
+    """Methods measured with more than one seed (`NAME` = seed 42, `NAME_s7` = seed 7, ...): mean and half-range per column."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(re.sub(r"_s\d+$", "", r["method"]), []).append(r)
+    out = []
+    for method, members in groups.items():
+        if len(members) < 2:
+            continue
+        row = {"method": method, "seeds": len(members)}
+        for c in cols:
+            vals = [m[c] for m in members if isinstance(m.get(c), float)]
+            if len(vals) == len(members):
+                row[c], row[f"{c}_half_range"] = sum(vals) / len(vals), (max(vals) - min(vals)) / 2
+        out.append(row)
+    return out
 
 
 def plot(rows: list[dict], cols: list[str], png: Path) -> None:
@@ -60,9 +79,16 @@ def main(out: Path) -> None:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and v <= 1.0 else ("" if v is None else str(v))  # noqa: E731
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     lines += ["| " + r["method"] + " | " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    metric_cols = [c for c in cols if c not in ("s_per_epoch", "epochs")]
+    means = seed_means(rows, metric_cols)
+    if means:
+        lines += ["", "Mean over seeds (± half the range between seeds):", "",
+                  "| method | seeds | " + " | ".join(metric_cols) + " |", "|---" * (len(metric_cols) + 2) + "|"]
+        lines += ["| " + m["method"] + f" | {m['seeds']} | " + " | ".join(
+            f"{m[c]:.4f} ± {m[c + '_half_range']:.4f}" if c in m else "" for c in metric_cols) + " |" for m in means]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
-    plot(rows, [c for c in cols if c not in ("s_per_epoch", "epochs")], out / "results.png")
+    (out / "results.json").write_text(json.dumps({"rows": rows, "seed_means": means}, indent=1))
+    plot(rows, metric_cols, out / "results.png")
     print("\n".join(lines))
 
 
