@@ -1,0 +1,174 @@
+"""Diagnostics of the cross-lab gap (issue 12): what a cheap change would do to a folder, without training a row.
+
+    python scripts/crosslab_diagnostics.py zoom CKPT [--folder DIR] [--zooms 1 1.2 1.4 1.6 1.8]
+        every image centre-cropped to 1/z of its side before the checkpoint's own preprocessing: how much of the gap
+        one global magnification factor explains (a diagnostic sweep on labelled images, NOT a way to pick a zoom)
+    python scripts/crosslab_diagnostics.py em PREDICTIONS.csv ... [--train-root DIR]
+        EM label-shift adaptation (Saerens et al. 2002) of saved cross-lab probabilities (evaluate.py's
+        crosslab_<folder>_predictions.csv): re-weights the classes to the folder's estimated class prior
+    python scripts/crosslab_diagnostics.py probe BACKBONE:WEIGHT_SOURCE [--folder DIR] [--train-root DIR]
+        linear probe on the frozen ImageNet backbone (no fine-tuning at all): does fine-tuning on PBC cost transfer?
+
+Each prints one line per setting (accuracy, macro recall over the classes present, right per class) and, with
+--json F, appends its results to F. Evaluation-only folders stay evaluation-only: nothing here trains on them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from bloodcell.data.classes import CLASS_NAMES, canonical_class
+from bloodcell.data.images import read_image, visible_files
+from bloodcell.evaluation.crosslab import crosslab_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FOLDER = ROOT.parent / "shared/data/crosslab/zheng2"
+DEFAULT_TRAIN = ROOT.parent / "shared/data/pbc128"
+
+
+def labelled_images(folder: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Decoded images and canonical class indices of a class-sub-folder tree."""
+    files = [f for f in visible_files(folder) if canonical_class(f.parent.name)]
+    return [read_image(f) for f in files], np.array([CLASS_NAMES.index(canonical_class(f.parent.name)) for f in files])
+
+
+def summary(name: str, probs: np.ndarray, labels: np.ndarray) -> dict:
+    """crosslab_metrics plus the count right per class, printed as one line."""
+    m = crosslab_metrics(probs, labels, CLASS_NAMES)
+    pred = probs.argmax(1)
+    right = {CLASS_NAMES[c]: int(np.sum(pred[labels == c] == c)) for c in np.unique(labels)}
+    print(f"{name:<40} accuracy {m['accuracy']:.3f}  macro recall {m['macro_recall']:.3f}  right {right}")
+    return {"setting": name, "accuracy": m["accuracy"], "macro_recall": m["macro_recall"], "right": right}
+
+
+def centre_zoom(img: np.ndarray, zoom: float) -> np.ndarray:
+    """The centre 1/zoom of the image (zoom ≥ 1)."""
+    h, w = img.shape[:2]
+    side = int(round(min(h, w) / zoom))
+    top, left = (h - side) // 2, (w - side) // 2
+    return img[top : top + side, left : left + side]
+
+
+def run_zoom(args: argparse.Namespace) -> list[dict]:
+    from bloodcell.evaluation.explain import ensemble_probs_prepared, prepare
+    from bloodcell.evaluation.inference import load_members
+
+    members = load_members([args.ckpt])
+    images, labels = labelled_images(Path(args.folder))
+    return [summary(f"{Path(args.ckpt).parts[-3]} zoom {z:g}",
+                    ensemble_probs_prepared(members, prepare(members, [centre_zoom(i, z) for i in images]), 64), labels)
+            for z in args.zooms]
+
+
+def class_prior(train_root: Path) -> np.ndarray:
+    """Class frequencies of a training folder (the prior the classifier's probabilities carry)."""
+    counts = np.zeros(len(CLASS_NAMES))
+    for d in Path(train_root).iterdir():
+        if d.is_dir() and canonical_class(d.name):
+            counts[CLASS_NAMES.index(canonical_class(d.name))] += len(visible_files(d))
+    return counts / counts.sum()
+
+
+def em_prior_adaptation(probs: np.ndarray, prior: np.ndarray, iters: int = 500, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """Saerens et al. (2002): alternate posterior re-weighting and prior re-estimation; (adapted probs, target prior)."""
+    target = prior.copy()
+    adapted = probs
+    for _ in range(iters):
+        adapted = probs * (target / np.maximum(prior, 1e-12))
+        adapted /= adapted.sum(1, keepdims=True)
+        new = adapted.mean(0)
+        if np.abs(new - target).max() < tol:
+            break
+        target = new
+    return adapted, target
+
+
+def run_em(args: argparse.Namespace) -> list[dict]:
+    import pandas as pd
+
+    prior = class_prior(Path(args.train_root))
+    out = []
+    for csv in args.predictions:
+        table = pd.read_csv(csv)
+        probs = table[[f"p_{c}" for c in CLASS_NAMES]].to_numpy(np.float64)
+        labels = np.array([CLASS_NAMES.index(canonical_class(t)) for t in table["true"]])
+        name = Path(csv).parent.name
+        out.append(summary(f"{name} as saved", probs, labels))
+        adapted, target = em_prior_adaptation(probs, prior)
+        out.append(summary(f"{name} + EM prior", adapted, labels) | {"estimated_prior": dict(zip(CLASS_NAMES, target.round(3).tolist()))})
+    return out
+
+
+@torch.inference_mode()
+def features(net: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
+    mean, std = torch.tensor(net.mean).view(1, 3, 1, 1), torch.tensor(net.std).view(1, 3, 1, 1)
+    out = [net.backbone((torch.from_numpy(images[i : i + 256]).permute(0, 3, 1, 2).float() / 255 - mean) / std)
+           for i in range(0, len(images), 256)]
+    return torch.cat(out)
+
+
+def run_probe(args: argparse.Namespace) -> list[dict]:
+    from bloodcell.data.preprocess import Preprocess
+    from bloodcell.models.factory import build_classifier
+
+    backbone, source = args.backbone.split(":")
+    prep = Preprocess.resize_only(args.image_size)
+    train_images, train_labels = labelled_images(Path(args.train_root))
+    cross_images, cross_labels = labelled_images(Path(args.folder))
+    net = build_classifier(backbone, len(CLASS_NAMES), weights_source=source).eval()
+    f_all = features(net, np.stack([prep(i) for i in train_images]))
+    f_cross = features(net, np.stack([prep(i) for i in cross_images]))
+    order = np.random.default_rng(0).permutation(len(train_labels))
+    test, train = order[: len(order) // 10], order[len(order) // 10 :]
+    mu, sd = f_all[train].mean(0), f_all[train].std(0) + 1e-6
+    head = torch.nn.Linear(f_all.shape[1], len(CLASS_NAMES))
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+    x, y = (f_all[train] - mu) / sd, torch.from_numpy(train_labels[train])
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(x), y) + 1e-3 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        p_test = head((f_all[test] - mu) / sd).softmax(1).numpy()
+        p_cross = head((f_cross - mu) / sd).softmax(1).numpy()
+    return [summary(f"{backbone} frozen, own test (10 %)", p_test, train_labels[test]),
+            summary(f"{backbone} frozen, {Path(args.folder).name}", p_cross, cross_labels)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    zoom = sub.add_parser("zoom")
+    zoom.add_argument("ckpt")
+    zoom.add_argument("--zooms", type=float, nargs="+", default=[1.0, 1.2, 1.4, 1.6, 1.8])
+    em = sub.add_parser("em")
+    em.add_argument("predictions", nargs="+")
+    probe = sub.add_parser("probe")
+    probe.add_argument("backbone", help="timm name:offline weight source, e.g. tf_efficientnet_lite0:efficientnet_lite0_pypi")
+    probe.add_argument("--image-size", type=int, default=96)
+    for p in (zoom, em, probe):
+        p.add_argument("--folder", default=str(DEFAULT_FOLDER))
+        p.add_argument("--train-root", default=str(DEFAULT_TRAIN))
+        p.add_argument("--json", help="append the results to this JSON file")
+    args = parser.parse_args()
+    results = {"zoom": run_zoom, "em": run_em, "probe": run_probe}[args.what](args)
+    if args.json:
+        path = Path(args.json)
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        saved.setdefault(args.what, []).extend(results)
+        path.write_text(json.dumps(saved, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

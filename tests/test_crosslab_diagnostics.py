@@ -1,0 +1,61 @@
+"""scripts/crosslab_diagnostics.py: the pieces its reported numbers rest on (EM prior estimate, zoom crop, class prior)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "crosslab_diagnostics.py"
+
+
+@pytest.fixture(scope="module")
+def diag():
+    spec = importlib.util.spec_from_file_location("crosslab_diagnostics", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_em_recovers_a_shifted_class_prior(diag):
+    """Calibrated posteriors of a source prior, on data drawn with another prior: EM estimates the new prior."""
+    rng = np.random.default_rng(0)
+    likelihood = np.array([[0.7, 0.2, 0.1], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6]])  # p(observation | class), rows: classes
+    source, target = np.array([1 / 3, 1 / 3, 1 / 3]), np.array([0.7, 0.2, 0.1])
+    labels = rng.choice(3, size=20000, p=target)
+    obs = (rng.random(labels.size)[:, None] > likelihood[labels].cumsum(1)).sum(1)  # one draw from each label's row
+    posterior = likelihood[:, obs].T * source
+    posterior /= posterior.sum(1, keepdims=True)
+    adapted, estimate = diag.em_prior_adaptation(posterior, source)
+    assert np.allclose(estimate, target, atol=0.03)
+    assert np.allclose(adapted.sum(1), 1.0)
+    assert (adapted.argmax(1) == labels).mean() > (posterior.argmax(1) == labels).mean()  # the adapted decisions are better
+
+
+def test_em_keeps_the_prior_when_nothing_shifted(diag):
+    probs = np.array([[0.9, 0.1], [0.1, 0.9]])
+    _, estimate = diag.em_prior_adaptation(probs, np.array([0.5, 0.5]))
+    assert np.allclose(estimate, [0.5, 0.5])
+
+
+def test_centre_zoom_keeps_the_centre(diag):
+    img = np.zeros((300, 200, 3), np.uint8)
+    img[140:160, 90:110] = 255
+    out = diag.centre_zoom(img, 2.0)
+    assert out.shape == (100, 100, 3)
+    assert out[40:60, 40:60].min() == 255 and out[:30].max() == 0
+    assert diag.centre_zoom(img, 1.0).shape == (200, 200, 3)
+
+
+def test_class_prior_counts_canonical_folders(diag, tmp_path):
+    for name, n in (("Lymphocytes", 3), ("neutrophil", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            Image.new("RGB", (8, 8)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "notes").mkdir()  # not a class: ignored
+    prior = diag.class_prior(tmp_path)
+    assert prior[diag.CLASS_NAMES.index("lymphocyte")] == pytest.approx(0.75)
+    assert prior[diag.CLASS_NAMES.index("neutrophil")] == pytest.approx(0.25)
+    assert prior.sum() == pytest.approx(1.0)
