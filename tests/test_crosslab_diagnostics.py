@@ -1,4 +1,4 @@
-"""scripts/crosslab_diagnostics.py: the pieces its reported numbers rest on (EM prior estimate, zoom crop, class prior)."""
+"""scripts/crosslab_diagnostics.py and crosslab_table.py: what their numbers rest on (EM prior, zoom crop, class prior, seed means)."""
 from __future__ import annotations
 
 import importlib.util
@@ -59,3 +59,16 @@ def test_class_prior_counts_canonical_folders(diag, tmp_path):
     assert prior[diag.CLASS_NAMES.index("lymphocyte")] == pytest.approx(0.75)
     assert prior[diag.CLASS_NAMES.index("neutrophil")] == pytest.approx(0.25)
     assert prior.sum() == pytest.approx(1.0)
+
+
+def test_crosslab_table_means_over_seeds():
+    """scripts/crosslab_table.py: NAME and NAME_s7 are one method at two seeds; single-seed rows get no mean."""
+    spec = importlib.util.spec_from_file_location("crosslab_table", SCRIPT.parent / "crosslab_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    rows = [{"method": "randconv", "zheng2_acc": 0.58, "test_acc": 0.967}, {"method": "randconv_s7", "zheng2_acc": 0.54, "test_acc": 0.964},
+            {"method": "pipeline", "zheng2_acc": 0.47, "test_acc": 0.972}]
+    (mean,) = table.seed_means(rows, ["zheng2_acc", "test_acc"])
+    assert mean["method"] == "randconv" and mean["seeds"] == 2
+    assert mean["zheng2_acc"] == pytest.approx(0.56) and mean["zheng2_acc_half_range"] == pytest.approx(0.02)
+    assert mean["test_acc"] == pytest.approx(0.9655)
