@@ -21,7 +21,7 @@ def collect(out: Path) -> list[dict]:
     for eval_dir in sorted(out.glob("eval_*"), key=lambda p: p.stat().st_mtime):
         name = eval_dir.name.removeprefix("eval_")
         metrics, rob = load(eval_dir / "metrics.json"), load(eval_dir / "robustness.json").get("summary", {})
-        train_run = name.replace("tta_scales", "pipeline")  # the TTA row reuses the baseline's training run
+        train_run = name.replace("_tta_scales", "").replace("tta_scales", "pipeline")  # TTA rows reuse a training run
         summary = load(out / train_run / "summary.json")
         row = {"method": name, "test_acc": metrics.get("accuracy"), "bmk_acc": rob.get("bmk_acc"),
                "mean_corruption_acc": rob.get("mean_corruption_acc"),
