@@ -15,6 +15,7 @@ Each prints one line per setting (accuracy, macro recall over the classes presen
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -22,21 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+sys.path.insert(0, str(ROOT := Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from bloodcell.data.classes import CLASS_NAMES, canonical_class
 from bloodcell.data.images import read_image, visible_files
 from bloodcell.evaluation.crosslab import crosslab_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = ROOT.parent / "shared/data/crosslab/zheng2"
 DEFAULT_TRAIN = ROOT.parent / "shared/data/pbc128"
 
 
 def labelled_images(folder: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """Decoded images and canonical class indices of a class-sub-folder tree."""
-    files = [f for f in visible_files(folder) if canonical_class(f.parent.name)]
-    return [read_image(f) for f in files], np.array([CLASS_NAMES.index(canonical_class(f.parent.name)) for f in files])
+    labelled = [(f, cls) for f in visible_files(folder) if (cls := canonical_class(f.parent.name))]
+    return [read_image(f) for f, _ in labelled], np.array([CLASS_NAMES.index(cls) for _, cls in labelled])
 
 
 def summary(name: str, probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -71,8 +71,8 @@ def class_prior(train_root: Path) -> np.ndarray:
     """Class frequencies of a training folder (the prior the classifier's probabilities carry)."""
     counts = np.zeros(len(CLASS_NAMES))
     for d in Path(train_root).iterdir():
-        if d.is_dir() and canonical_class(d.name):
-            counts[CLASS_NAMES.index(canonical_class(d.name))] += len(visible_files(d))
+        if d.is_dir() and (cls := canonical_class(d.name)):
+            counts[CLASS_NAMES.index(cls)] += len(visible_files(d))
     return counts / counts.sum()
 
 
@@ -91,15 +91,14 @@ def em_prior_adaptation(probs: np.ndarray, prior: np.ndarray, iters: int = 500, 
 
 
 def run_em(args: argparse.Namespace) -> list[dict]:
-    import pandas as pd
-
     prior = class_prior(Path(args.train_root))
     out = []
-    for csv in args.predictions:
-        table = pd.read_csv(csv)
-        probs = table[[f"p_{c}" for c in CLASS_NAMES]].to_numpy(np.float64)
-        labels = np.array([CLASS_NAMES.index(canonical_class(t)) for t in table["true"]])
-        name = Path(csv).parent.name
+    for path in args.predictions:
+        with open(path, newline="") as f:
+            table = list(csv.DictReader(f))
+        probs = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in table])
+        labels = np.array([CLASS_NAMES.index(canonical_class(r["true"])) for r in table])
+        name = Path(path).parent.name
         out.append(summary(f"{name} as saved", probs, labels))
         adapted, target = em_prior_adaptation(probs, prior)
         out.append(summary(f"{name} + EM prior", adapted, labels) | {"estimated_prior": dict(zip(CLASS_NAMES, target.round(3).tolist()))})
@@ -108,10 +107,11 @@ def run_em(args: argparse.Namespace) -> list[dict]:
 
 @torch.inference_mode()
 def features(net: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
+    """Pooled backbone features of N×S×S×3 uint8 images, normalised with the backbone's own mean/std."""
+    from bloodcell.evaluation.explain import to_batch
+
     mean, std = torch.tensor(net.mean).view(1, 3, 1, 1), torch.tensor(net.std).view(1, 3, 1, 1)
-    out = [net.backbone((torch.from_numpy(images[i : i + 256]).permute(0, 3, 1, 2).float() / 255 - mean) / std)
-           for i in range(0, len(images), 256)]
-    return torch.cat(out)
+    return torch.cat([net.backbone((to_batch(images[i : i + 256]).float() / 255 - mean) / std) for i in range(0, len(images), 256)])
 
 
 def run_probe(args: argparse.Namespace) -> list[dict]:

@@ -58,9 +58,9 @@ for row in "${ORDER[@]}"; do
   fi
   [ -f "$OUT/bench/manifest.json" ] && [ -f "$OUT/labshift/shift.json" ] || build_shifted_sets "pipeline$SUFFIX"
   evaluate_row "$run" "$(best "$run")"
-  # multi-scale test-time augmentation needs no training: the baseline (row tta_scales) and the preset's model, tta=scales
-  [ "$row" = pipeline ] && evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales
-  [ "$row" = randconv ] && evaluate_row "randconv_tta_scales$SUFFIX" "$(best "$run")" tta=scales
-  true
+  case $row in  # multi-scale test-time augmentation needs no training: the baseline's and the preset's model, tta=scales
+    pipeline) evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
+    randconv) evaluate_row "randconv_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
+  esac
 done
 python scripts/crosslab_table.py "$OUT"
