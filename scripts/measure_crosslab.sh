@@ -6,7 +6,7 @@
 # the benchmark sets (Bmk + the 14 corruptions at severity 3), the seeded lab-shift copy of the test split, and the
 # cross-lab folder(s) in CROSSLAB (default ../shared/data/crosslab/zheng2: evaluation only, never trained on or tuned on).
 # batch_pipeline is issue 13's parity row: the same pipeline run on the training batch (augment=none batch_augment=pipeline).
-# stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= randconv).
+# stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= fourier).
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -28,16 +28,17 @@ declare -A ROWS=(
   [randconv]="batch_augment=randconv"
   [randconv_cell]="batch_augment=randconv data.preprocess.scale=cell"   # the two methods that moved zheng2, together
   [fourier]="batch_augment=fourier"
+  [randconv_fourier]="batch_augment=randconv_fourier"   # the two style randomisations, one after the other
   [scale_cell]="data.preprocess.scale=cell"
   [scale_wide]="augment.scale_range=[0.5,1.6]"
   [context]="data.preprocess.scale=cell data.preprocess.context=suppress"
   [batch_pipeline]="augment=none batch_augment=pipeline"
   [stain_scale_mixstyle]="$COMBO"
   [stain_scale_mixstyle_cell]="data.preprocess.scale=cell $COMBO"
-  [robust]=""   # experiment=robust: the same config as randconv (tests/test_robust_preset.py checks it)
+  [robust]=""   # experiment=robust: the same config as fourier (tests/test_robust_preset.py checks it)
 )
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
-       stain_scale_mixstyle_cell randconv_cell)
+       stain_scale_mixstyle_cell randconv_cell randconv_fourier)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
@@ -58,9 +59,10 @@ for row in "${ORDER[@]}"; do
   fi
   [ -f "$OUT/bench/manifest.json" ] && [ -f "$OUT/labshift/shift.json" ] || build_shifted_sets "pipeline$SUFFIX"
   evaluate_row "$run" "$(best "$run")"
-  case $row in  # multi-scale test-time augmentation needs no training: the baseline's and the preset's model, tta=scales
+  case $row in  # multi-scale test-time augmentation needs no training: tta=scales on trained models
     pipeline) evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
     randconv) evaluate_row "randconv_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
+    fourier) evaluate_row "fourier_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
   esac
 done
 python scripts/crosslab_table.py "$OUT"
