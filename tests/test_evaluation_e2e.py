@@ -140,3 +140,24 @@ def test_members_on_different_splits_are_refused(trained):
         ensemble_predict(members, None, "test", InferenceSettings(torch.device("cpu"), loader_overrides={"num_workers": 0}))
     with pytest.raises(ConfigError, match="weights"):
         load_members(trained["ckpts"], [1.0])
+
+
+def test_checkpoint_trained_elsewhere_uses_the_given_data_for_its_own_splits(trained, tmp_path, cache_dir):
+    """A checkpoint from a GPU node names a data folder that is not here: with `data=` given, the robustness pass
+    takes val/test from that source (same split) and gives the numbers of the checkpoint at its own folder."""
+    a = trained["ckpts"][0]
+    ckpt = torch.load(a, map_location="cpu", weights_only=True)
+    data = ckpt["hyper_parameters"]["data"]
+    data["root"] = data["source"]["root"] = str(tmp_path / "gpu_node" / "data" / "sample")
+    data["cache_dir"] = str(tmp_path / "gpu_node" / "cache")
+    moved = tmp_path / "moved.ckpt"
+    torch.save(ckpt, moved)
+    data_cfg = _compose("train", [f"paths.cache_dir={cache_dir}", "data=sample"]).data
+    opts = EvalOptions.defaults(device="cpu", loader_overrides={"num_workers": 0}, benchmark_dir=trained["bench"],
+                                cache_dir=trained["cache"], split="test")
+    here = evaluate([a], None, tmp_path / "here", opts)
+    there = evaluate([str(moved)], data_cfg, tmp_path / "there", opts)
+    assert there["accuracy"] == here["accuracy"]
+    assert there["robustness"] == here["robustness"]
+    with pytest.raises(DataError, match="does not exist"):
+        evaluate([str(moved)], None, tmp_path / "nowhere", opts)

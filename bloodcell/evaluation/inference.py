@@ -209,11 +209,21 @@ def ensemble_predict(members: list[Member], data_cfg: Any | None, split: str, ho
     return Predictions(np.asarray(probs, dtype=np.float64), ref.labels, ref.ids, ref.split, ref.source)
 
 
-def own_split_or_none(members: list[Member], split: str, how: InferenceSettings) -> Predictions | None:
-    """The members' own val/test split, or None when a checkpoint holds no data config."""
-    if not all(to_plain(m.module.hparams.data) for m in members):
+def own_split_or_none(
+    members: list[Member], split: str, how: InferenceSettings, data_cfg: Any | None = None
+) -> Predictions | None:
+    """The members' own val/test split, or None when a checkpoint holds no data config.
+
+    A checkpoint trained on another machine (a GPU node) names a data folder that is not here; then the same split
+    of `data_cfg` (the `data=` given to evaluate.py, e.g. the same source at its local path) is used instead.
+    """
+    own = [to_plain(m.module.hparams.data) for m in members]
+    if not all(own):
         return None
-    return ensemble_predict(members, None, split, InferenceSettings(how.device, how.tta, how.loader_overrides, progress=False))
+    roots = [cfg.get("root") or (cfg.get("source") or {}).get("root") for cfg in own]
+    moved = any(root and not Path(str(root)).expanduser().exists() for root in roots)
+    quiet = InferenceSettings(how.device, how.tta, how.loader_overrides, progress=False)
+    return ensemble_predict(members, data_cfg if moved and data_cfg else None, split, quiet)
 
 
 def common_preprocess(members: Sequence[Member]) -> Preprocess:

@@ -156,7 +156,7 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     classes = members[0].module.classes
     how = InferenceSettings(resolve_device(opts.device), opts.tta, opts.loader_overrides or {})
     preds = ensemble_predict(members, data_cfg, opts.split, how)
-    val = own_split_or_none(members, "val", how) if (opts.calibrate or opts.benchmark_dir) else None
+    val = own_split_or_none(members, "val", how, data_cfg) if (opts.calibrate or opts.benchmark_dir) else None
     probs, calibration = calibrate(preds.probs, preds, val, opts.ece_bins) if opts.calibrate else (preds.probs, None)
     metrics = score(probs, preds.labels, classes, opts.ece_bins)
     sizes = sorted({int(m.module.hparams.image_size) for m in members})
@@ -176,7 +176,7 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
         if data_cfg is None and preds.split == "test":
             test_acc = metrics["accuracy"]
         else:
-            test = own_split_or_none(members, "test", how)
+            test = own_split_or_none(members, "test", how, data_cfg)
             test_acc = accuracy_of(test) if test is not None else None
         robust = robustness(members, opts.benchmark_dir, how, opts.cache_dir, val, test_acc)
         write_json(robust, output_dir / "robustness.json")
