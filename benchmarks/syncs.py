@@ -33,6 +33,11 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 VALUE_READS = {"_local_scalar_dense", "equal", "is_nonzero"}
 VALUE_SHAPED = {"nonzero", "masked_select", "bincount", "_unique2", "unique_dim", "unique_consecutive", "_unique"}
 HOST_COPIES = ("cpu", "tolist", "numpy")
+# torch.tensor(python data, device=cuda) inside a step is a blocking host→device copy of pageable memory; on the CPU the
+# same call shows as lift_fresh (found on an H100 with --cuda: three batch ops did this every step, invisible here before)
+HOST_TENSORS = {"lift_fresh", "lift_fresh_copy"}
+# the loader builds host tensors (datasets, collate): in workers on a GPU run, in the main process when num_workers=0
+HOST_SIDE = ("/bloodcell/data/", "/lightning/pytorch/utilities/combined_loader.py")
 ALLOWED = ("/torch/optim/optimizer.py",)  # _get_value: optimizer step counters are CPU tensors on every device
 _SKIP = ("/torch/", "/benchmarks/syncs.py", "/lightning_utilities/")
 
@@ -65,6 +70,10 @@ class SyncCounter(TorchDispatchMode):
         name = func._schema.name.split("::")[-1]
         if name in VALUE_READS or name in VALUE_SHAPED:
             self._record(name)
+        elif name in HOST_TENSORS:
+            where = _caller()
+            if not any(d in where for d in (*HOST_SIDE, *ALLOWED)):
+                self.calls.append((f"{name}[torch.tensor from host data]", where))
         elif name in ("index", "index_put", "index_put_", "_index_put_impl_"):
             indices = args[1] if len(args) > 1 else ()
             if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ()):

@@ -10,7 +10,7 @@ from tests.conftest import FAST
 
 
 @pytest.mark.parametrize(("trainer", "accelerator", "epochs", "max_time"),
-                         [(None, "cpu", 8, "00:00:28:00"), ("gpu", "gpu", 40, None), ("default", "auto", 8, "00:00:28:00")])
+                         [(None, "cpu", 8, "00:00:28:00"), ("gpu", "gpu", 20, None), ("default", "auto", 8, "00:00:28:00")])
 def test_robust_budget_follows_the_trainer(compose_cfg, trainer, accelerator, epochs, max_time):
     """`experiment=robust` is the 30-minute CPU preset; `trainer=gpu` on top gives the longer GPU schedule."""
     cfg = compose_cfg(["experiment=robust", *([f"trainer={trainer}"] if trainer else [])])

@@ -38,9 +38,11 @@ def test_sync_counter_catches_what_it_claims():
         x.cpu()
         x.tolist()
         MulticlassAccuracy(3, validate_args=False).update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))
+        torch.tensor([5.0, 3.0, 1.0], device=x.device)  # on a GPU: a blocking host→device copy every step
     found = [what for what, _ in counter.calls]
     assert found.count("_local_scalar_dense") == 3
     assert {"index[bool mask]", "Tensor.cpu", "Tensor.tolist", "bincount"} <= set(found)
+    assert found.count("lift_fresh[torch.tensor from host data]") == 3  # the two label tensors and the constant
     assert all(where.startswith(__file__) or "torchmetrics" in where for _, where in counter.calls)
     assert torch.Tensor.cpu.__name__ == "cpu"  # the patched methods are restored
 

@@ -9,7 +9,7 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$W/site" .whl/*.whl
 python3 -m zipfile -e .devdata/pbc96.zip "$W/data"
-export PYTHONPATH="$W/site:$PWD" PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 BLOODCELL_PBC128="$W/data/pbc96" BLOODCELL_CACHE="$W/cache"
+export PYTHONPATH="$W/site:$PWD/.devdata/weights:$PWD" PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 BLOODCELL_PBC128="$W/data/pbc96" BLOODCELL_CACHE="$W/cache"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, lightning, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', lightning.__version__, 'timm', timm.__version__)" | tee -a "$OUT/device.txt"
 echo "setup: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/device.txt"

@@ -80,7 +80,8 @@ def rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Hue (0–1), saturation, value (N, 1, H, W) → RGB 0–1 (N, 3, H, W)."""
-    k = (torch.tensor([5.0, 3.0, 1.0], device=h.device).view(1, 3, 1, 1) + h * 6.0) % 6.0
+    # (5, 3, 1) made on the device: torch.tensor(..., device=cuda) would be a blocking host→device copy every step
+    k = (torch.arange(5.0, 0.0, -2.0, device=h.device).view(1, 3, 1, 1) + h * 6.0) % 6.0
     return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 

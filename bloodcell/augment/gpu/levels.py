@@ -23,7 +23,12 @@ from bloodcell.augment.gpu.core import BatchOp, affine_theta, check_p, luminance
 from bloodcell.errors import ConfigError, suggest
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "scale")
-_SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0  # PIL's SMOOTH filter (Sharpness)
+def _smooth_kernel(device: torch.device) -> torch.Tensor:
+    """PIL's SMOOTH filter (Sharpness), [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13, made on the device: moving a CPU
+    constant there every step is a blocking host→device copy (found by benchmarks/syncs.py --cuda on an H100)."""
+    weight = torch.full((3, 3), 1.0 / 13.0, device=device)
+    weight[1, 1].fill_(5.0 / 13.0)  # fill_ takes the number on the host; `weight[1, 1] = x` would make a tensor of it
+    return weight
 
 
 def _sign(n: int, device: torch.device) -> torch.Tensor:
@@ -86,7 +91,7 @@ def saturation(x: torch.Tensor, level: float, max_delta: float) -> torch.Tensor:
 def sharpness(x: torch.Tensor, level: float, max_delta: float) -> torch.Tensor:
     """Blend with a smoothed copy by 1 ± `max_delta`·level."""
     c = x.shape[1]
-    weight = _SMOOTH.to(x.device).view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    weight = _smooth_kernel(x.device).view(1, 1, 3, 3).expand(c, 1, 3, 3)
     smooth = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight, groups=c)
     return _blend(x, smooth, _factor(x, level * max_delta))
 

@@ -40,6 +40,9 @@ class SmearArtifacts(BatchOp):
         super().__init__(p)
         self.count, self.radius = _counts(count, "SmearArtifacts count"), as_range(radius, "SmearArtifacts radius")
         self.opacity, self.deposit_prob = as_range(opacity, "SmearArtifacts opacity"), float(deposit_prob)
+        # buffers travel with the module: a torch.tensor(..., device=cuda) per step is a blocking host→device copy
+        deposit = torch.tensor([self.DEPOSIT_LOW, self.DEPOSIT_HIGH], dtype=torch.float32).view(2, 1, 1, 3) / 255.0
+        self.register_buffer("deposit_range", deposit, persistent=False)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -51,7 +54,7 @@ class SmearArtifacts(BatchOp):
         cx = uniform(n * k, 0, w, dev).floor().view(n, k, 1, 1)
         r = (uniform(n * k, *self.radius, dev) * min(h, w)).clamp(min=1.0).floor().view(n, k, 1, 1)
         deposit = (torch.rand(n, k, 1, 1, device=dev) < self.deposit_prob).float()
-        lo, hi = (torch.tensor(c, device=dev, dtype=torch.float32).view(1, 1, 3) / 255.0 for c in (self.DEPOSIT_LOW, self.DEPOSIT_HIGH))
+        lo, hi = self.deposit_range.to(dev)  # each (1, 1, 3); already on the batch's device inside the module
         colour = lo + (hi - lo) * torch.rand(n, k, 3, device=dev)  # (n, k, 3)
         dist = torch.sqrt((ys - cy) ** 2 + (xs - cx) ** 2)  # (n, k, h, w)
         disc = (r + 0.5 - dist).clamp(0.0, 1.0) * on

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Every open GPU figure of issues 13 and 12 in ONE device call (a session gets 15 minutes of device time, start-up and
+# transfers included, and a call runs at most 10 minutes):
+#   bash scripts/gpu/prepare.sh                        # here, once: .whl/ and .devdata/ (pbc96, weights, zheng2)
+#   device tool: command "bash scripts/gpu/window.sh", carry [".whl", ".devdata"], timeout_s 600
+# Phase 1, alone on the machine (the timings that are targets):
+#   overhead   benchmarks/train_throughput.py, plain loop vs Lightning, effnet_lite0 + resnet50, batch 256, bf16,
+#              channels_last, batch_augment=basic, 260 steps (≥ 200 timed), 2 interleaved repeats
+#   pipeline   the same for effnet_lite0 with batch_augment=pipeline (framework vs model-only without batch ops)
+# Phase 2, side by side until the deadline (their wall times are upper bounds: they share the GPU and the CPUs):
+#   gpu_best        python train.py experiment=gpu_best (clean test + zheng2)
+#   cpu_pipeline    experiment=pbc128_lite0_staged augment=pipeline, 8 epochs (the parity reference)
+#   batch_pipeline  the same with augment=none batch_augment=pipeline (the parity candidate)
+#   robust          python train.py experiment=robust trainer=gpu (issue 12's GPU preset)
+#   syncs           benchmarks/syncs.py --cuda (torch's own sync detector over real steps)
+# $OUT: results.tar.gz (device.txt, every log tail, JSON, summary.json, metrics.csv per run) and the parity and robust
+# checkpoints as parts (scripts/gpu/pack_checkpoint.py; here: cat NAME.ckpt.part* > NAME.ckpt) for the Bmk, corruption
+# and lab-shift evaluation on this machine. BLOODCELL_GPU_SETUP=skip runs it where the packages and data already are
+# (BLOODCELL_PBC128 set); QUICK=1 shrinks every step to a smoke test (any device).
+set -euo pipefail
+if [ "${BLOODCELL_GPU_SETUP:-}" = skip ]; then
+  cd "$(dirname "$0")/../.."; W=$(mktemp -d); OUT=${OUT:-outputs/gpu/window}; mkdir -p "$OUT"; t0=$(date +%s)
+else
+  source "$(dirname "$0")/setup.sh"
+fi
+DEADLINE=$(( t0 + ${WINDOW_S:-565} ))
+ZHENG2=${ZHENG2:-$PWD/.devdata/zheng2}
+LOGS=$W/logs; mkdir -p "$LOGS"; cp "$OUT/device.txt" "$LOGS/" 2>/dev/null || true
+QUIET=("~callbacks.progress_bar" trainer.enable_progress_bar=false)
+TRAINER=${TRAINER:-trainer=gpu}
+if [ "${QUICK:-0}" = 1 ]; then
+  STEPS=(--steps 6 --warmup 2); REPEATS=1; SYNC=(); SHORT=(trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=2
+    trainer.limit_test_batches=2 data.num_workers=1 trainer.precision=32); BIG=(data.batch_size=8 data.num_workers=1)
+else
+  STEPS=(--steps 260 --warmup 20); REPEATS=2; SYNC=(--cuda); SHORT=(); BIG=(data.batch_size=256 data.num_workers=8)
+fi
+COMMON=("$TRAINER" data=pbc128 augment=none data.pin_memory=true channels_last=true model.pretrained=false
+        model.weights_source=null "${QUIET[@]}" "${BIG[@]}")   # no SHORT: the benchmark sets its own steps
+left() { local s=$(( DEADLINE - $(date +%s) )); echo $(( s > 1 ? s : 1 )); }   # timeout 0 would mean none
+step() {  # step NAME command...: full log in $LOGS/NAME.log (tail in the call's output); a failure is logged, not fatal
+  local name=$1; shift
+  echo "== $name start $(date +%T) ($(( $(date +%s) - t0 )) s)"
+  timeout "$(left)" "$@" > "$LOGS/$name.log" 2>&1 || echo "FAILED or stopped at the deadline (exit $?)" >> "$LOGS/$name.log"
+  echo "== $name end $(date +%T) ($(( $(date +%s) - t0 )) s)"; tail -n 4 "$LOGS/$name.log"
+}
+train_run() {  # train_run NAME overrides...: a run folder in $W, its summary and metrics kept
+  local name=$1; shift
+  step "$name" python3 train.py "$@" "${QUIET[@]}" "${SHORT[@]}" "crosslab=[$ZHENG2]" hydra.run.dir="$W/$name"
+  cp "$W/$name/summary.json" "$LOGS/${name}_summary.json" 2>/dev/null || true
+  cp "$W/$name/logs/metrics.csv" "$LOGS/${name}_metrics.csv" 2>/dev/null || true
+  cp "$W/$name/eval/crosslab.json" "$LOGS/${name}_crosslab.json" 2>/dev/null || true
+}
+pack_run() {  # pack_run NAME: the best checkpoint in parts in $OUT
+  local ckpt
+  ckpt=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "$W/$1/summary.json" 2>/dev/null) &&
+    python3 scripts/gpu/pack_checkpoint.py "$ckpt" "$OUT/$1.ckpt" >> "$LOGS/pack.log" 2>&1 || echo "$1: no checkpoint" >> "$LOGS/pack.log"
+}
+finish() { tar -czf "$OUT/results.tar.gz" -C "$W" logs; echo "== packed $(date +%T) ($(( $(date +%s) - t0 )) s)"; }
+trap finish EXIT
+
+# -- phase 1: alone -------------------------------------------------------------------------------------------------
+step overhead python3 benchmarks/train_throughput.py --models effnet_lite0,resnet50 "${STEPS[@]}" --repeats "$REPEATS" "${COMMON[@]}" \
+  batch_augment=basic --json "$LOGS/overhead.json"
+step pipeline python3 benchmarks/train_throughput.py --models effnet_lite0 "${STEPS[@]}" --repeats 1 "${COMMON[@]}" \
+  batch_augment=pipeline --json "$LOGS/pipeline.json"
+tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs past the call's limit
+
+# -- phase 2: side by side ------------------------------------------------------------------------------------------
+PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
+(train_run gpu_best experiment=gpu_best "$TRAINER") &
+(train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
+(train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
+(train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
+(step syncs python3 benchmarks/syncs.py "${SYNC[@]}" --steps 6 data=pbc128 model=effnet_lite0 model.weights_source=null "$TRAINER" \
+   batch_augment=pipeline augment=none model.ema.enabled=true data.batch_size=256 data.num_workers=2 \
+   callbacks.progress_bar.min_interval_s=3600) &
+wait
