@@ -13,6 +13,10 @@
 #   batch_pipeline  the same with augment=none batch_augment=pipeline (the parity candidate)
 #   robust          python train.py experiment=robust trainer=gpu (issue 12's GPU preset)
 #   syncs           benchmarks/syncs.py --cuda (torch's own sync detector over real steps)
+# Arguments pick steps (default: all): `bash scripts/gpu/window.sh pipeline syncs gpu_best` runs only those, in the
+# same phases. Measured 2026-11-26 on one H100 (docs/results/gpu/README.md): setup 25 s, overhead 236 s, pipeline
+# 109 s; side by side cpu_pipeline/batch_pipeline ~160 s each, robust (20 epochs) did not finish beside the others
+# (alone: 172 s of fit), gpu_best reached epoch 2 of 30 in ~200 s beside them — give it a call of its own.
 # $OUT: results.tar.gz (device.txt, every log tail, JSON, summary.json, metrics.csv per run) and the parity and robust
 # checkpoints as parts (scripts/gpu/pack_checkpoint.py; here: cat NAME.ckpt.part* > NAME.ckpt) for the Bmk, corruption
 # and lab-shift evaluation on this machine. BLOODCELL_GPU_SETUP=skip runs it where the packages and data already are
@@ -25,6 +29,8 @@ else
 fi
 DEADLINE=$(( t0 + ${WINDOW_S:-565} ))
 ZHENG2=${ZHENG2:-$PWD/.devdata/zheng2}
+WANT=" ${*:-overhead pipeline gpu_best cpu_pipeline batch_pipeline robust syncs} "
+want() { [[ $WANT == *" $1 "* ]]; }
 LOGS=$W/logs; mkdir -p "$LOGS"; cp "$OUT/device.txt" "$LOGS/" 2>/dev/null || true
 QUIET=("~callbacks.progress_bar" trainer.enable_progress_bar=false)
 TRAINER=${TRAINER:-trainer=gpu}
@@ -59,19 +65,19 @@ finish() { tar -czf "$OUT/results.tar.gz" -C "$W" logs; echo "== packed $(date +
 trap finish EXIT
 
 # -- phase 1: alone -------------------------------------------------------------------------------------------------
-step overhead python3 benchmarks/train_throughput.py --models effnet_lite0,resnet50 "${STEPS[@]}" --repeats "$REPEATS" "${COMMON[@]}" \
+want overhead && step overhead python3 benchmarks/train_throughput.py --models effnet_lite0,resnet50 "${STEPS[@]}" --repeats "$REPEATS" "${COMMON[@]}" \
   batch_augment=basic --json "$LOGS/overhead.json"
-step pipeline python3 benchmarks/train_throughput.py --models effnet_lite0 "${STEPS[@]}" --repeats 1 "${COMMON[@]}" \
+want pipeline && step pipeline python3 benchmarks/train_throughput.py --models effnet_lite0 "${STEPS[@]}" --repeats 1 "${COMMON[@]}" \
   batch_augment=pipeline --json "$LOGS/pipeline.json"
 tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs past the call's limit
 
 # -- phase 2: side by side ------------------------------------------------------------------------------------------
 PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
-(train_run gpu_best experiment=gpu_best "$TRAINER") &
-(train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
-(train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
-(train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
-(step syncs python3 benchmarks/syncs.py "${SYNC[@]}" --steps 6 data=pbc128 model=effnet_lite0 model.weights_source=null "$TRAINER" \
+want gpu_best && (train_run gpu_best experiment=gpu_best "$TRAINER") &
+want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
+want batch_pipeline && (train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
+want robust && (train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
+want syncs && (step syncs python3 benchmarks/syncs.py "${SYNC[@]}" --steps 6 data=pbc128 model=effnet_lite0 model.weights_source=null "$TRAINER" \
    batch_augment=pipeline augment=none model.ema.enabled=true data.batch_size=256 data.num_workers=2 \
    callbacks.progress_bar.min_interval_s=3600) &
 wait
