@@ -6,6 +6,9 @@ PSS over the tree is the honest "how much RAM does this run take" figure.
 """
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
 import statistics
 import threading
 import time
@@ -164,3 +167,56 @@ class PeakMemory:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+class HostProfile:
+    """cProfile of the host's Python over steady-state steps `start` … `start + steps - 1` (issue 13).
+
+    On a GPU with no host-device sync, a small model's step is host-bound: the GPU waits for the host to queue
+    kernels, so every millisecond of Python per step (hooks, logging, callbacks) shows in img/s. The same
+    window in both paths says where the framework's extra host time goes.
+    """
+
+    def __init__(self, start: int, steps: int) -> None:
+        self.start, self.steps, self.seen = int(start), int(steps), 0
+        self.profiler = cProfile.Profile()
+        self.seconds = 0.0
+        self._t0: float | None = None
+
+    def before_step(self) -> None:
+        if self.seen == self.start:
+            self._t0 = time.perf_counter()
+            self.profiler.enable()
+
+    def after_step(self) -> None:
+        self.seen += 1
+        if self.seen == self.start + self.steps and self._t0 is not None:
+            self.profiler.disable()
+            self.seconds = time.perf_counter() - self._t0
+
+    def report(self, path: Path, title: str, top: int = 40) -> dict:
+        """Top functions by own time into `path`; returns host ms per step (profiled, so slower than unprofiled)."""
+        out = io.StringIO()
+        stats = pstats.Stats(self.profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        ms = 1000 * self.seconds / max(self.steps, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{title}: {self.steps} steps, {ms:.2f} ms per step (wall, profiled)\n\n{out.getvalue()}")
+        return {"profiled_steps": self.steps, "profiled_ms_per_step": ms, "profile": str(path)}
+
+
+PROFILES: dict[str, HostProfile] = {}
+
+
+class HostProfileCallback(L.Callback):
+    """`HostProfile` around the training loop's own steps (hooks, logging, callbacks included), kept in PROFILES[label]."""
+
+    def __init__(self, label: str, start: int, steps: int) -> None:
+        self.profile = PROFILES[label] = HostProfile(start, steps)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self.profile.before_step()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.profile.after_step()

@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from benchmarks._common import RESULTS, PeakMemory, Windows, compose_train_cfg, median  # noqa: E402
+from benchmarks._common import PROFILES, RESULTS, HostProfile, PeakMemory, Windows, compose_train_cfg, median  # noqa: E402
 from bloodcell.augment.gpu import build_batch_augment  # noqa: E402
 from bloodcell.config import to_plain  # noqa: E402
 from bloodcell.module import build_model_from_cfg  # noqa: E402
@@ -133,8 +133,8 @@ def run_loader_only(dm, warmup: int, steps: int, epoch_warmup: int) -> dict:
     return timed_steps(epochs_of(dm.train_dataloader(), steps), lambda x, y: None, warmup, epoch_warmup, torch.device("cpu"))
 
 
-def run_framework(cfg: DictConfig, warmup: int, epoch_warmup: int, label: str) -> dict:
-    """bloodcell.training.train(cfg) with a StepTimer callback; outputs in a throw-away folder."""
+def run_framework(cfg: DictConfig, warmup: int, epoch_warmup: int, label: str, profile_steps: int = 0) -> dict:
+    """bloodcell.training.train(cfg) with a StepTimer callback (and a HostProfileCallback); outputs in a throw-away folder."""
     cfg = cfg.copy()
     with tempfile.TemporaryDirectory(prefix="bloodcell-bench-") as out:
         OmegaConf.update(cfg, "paths.output_dir", out, force_add=True)
@@ -144,12 +144,38 @@ def run_framework(cfg: DictConfig, warmup: int, epoch_warmup: int, label: str) -
             {"_target_": "benchmarks._common.StepTimer", "warmup_steps": warmup, "label": label, "epoch_warmup": epoch_warmup},
             force_add=True,
         )
+        if profile_steps:
+            profiler = {"_target_": "benchmarks._common.HostProfileCallback", "label": label, "start": warmup, "steps": profile_steps}
+            OmegaConf.update(cfg, "callbacks.host_profile", profiler, force_add=True)
         RESULTS.pop(label, None)
         train(cfg)
     return RESULTS[label]
 
 
-def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repeats: int, epoch_warmup: int = 2) -> dict:
+def profile_paths(cfg: DictConfig, dm, device: torch.device, warmup: int, steps: int, out: Path, model: str) -> dict:
+    """Host Python profile of `steps` steady-state steps in each path (after `warmup`): where the host time goes."""
+    plain = HostProfile(warmup, steps)
+    step = plain_setup(cfg, device, warmup + steps)
+    for _, _, x, y, _ in epochs_of(dm.train_dataloader(), warmup + steps):
+        plain.before_step()
+        step(x, y)
+        plain.after_step()
+    label = f"{model}-profile"
+    run_framework(_profile_cfg(cfg, warmup + steps), warmup, 2, label, steps)
+    return {
+        "plain": plain.report(out / f"profile_{model}_plain.txt", f"{model} plain loop"),
+        "framework": PROFILES[label].report(out / f"profile_{model}_framework.txt", f"{model} bloodcell/Lightning"),
+    }
+
+
+def _profile_cfg(cfg: DictConfig, steps: int) -> DictConfig:
+    cfg = cfg.copy()
+    OmegaConf.update(cfg, "trainer.max_steps", steps)
+    return cfg
+
+
+def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repeats: int, epoch_warmup: int = 2,
+                profile_steps: int = 0, profile_dir: Path | None = None) -> dict:
     cfg = compose_train_cfg(
         [
             f"model={model}",
@@ -193,7 +219,9 @@ def bench_model(model: str, overrides: list[str], warmup: int, steps: int, repea
     bare = (median([run_model_only(cfg, dm, device, warmup, steps, False)["img_per_s"] for _ in range(max(1, repeats // 2))])
             if has_batch_ops else compute)
     a, b = median(plain), median(framework)
+    profiles = profile_paths(cfg, dm, device, warmup, profile_steps, profile_dir or Path("."), model) if profile_steps else None
     return {
+        "host_profile": profiles,
         "model": model,
         "device": str(device),
         "image_size": int(cfg.data.image_size),
@@ -233,6 +261,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epoch-warmup", type=int, default=2, help="steps excluded at the start of each later epoch")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per path; medians reported")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="then cProfile the host over this many steady steps in each path (profile_<model>_*.txt)")
+    parser.add_argument("--profile-dir", type=Path, default=None, help="where the profiles go (default: beside --json)")
     args, overrides = parser.parse_known_args(argv)
     if args.steps <= args.warmup + 1:
         parser.error("--steps must exceed --warmup + 1")
@@ -240,7 +271,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         overrides = ["data=pbc128", *overrides]
     results = []
     for model in args.models.split(","):
-        results.append(bench_model(model, overrides, args.warmup, args.steps, args.repeats, args.epoch_warmup))
+        profile_dir = args.profile_dir or (args.json.parent if args.json else Path("."))
+        results.append(bench_model(model, overrides, args.warmup, args.steps, args.repeats, args.epoch_warmup,
+                                   args.profile_steps, profile_dir))
     print(f"\noverrides: {' '.join(overrides)}   torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"{'model':14s} {'plain':>9s} {'lightning':>10s} {'ratio':>6s} {'cpu_ratio':>9s} "
@@ -257,6 +290,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "(img/s of wall time, medians; ratio = lightning / plain; cpu_ratio = the same in images per CPU-second of the training"
         " process; loader = DataLoader alone, model = steps on a resident batch; peak RSS/PSS summed over the process and its workers)"
     )
+    for r in results:
+        if r["host_profile"]:
+            p, f = (r["host_profile"][k]["profiled_ms_per_step"] for k in ("plain", "framework"))
+            print(f"host profile {r['model']}: plain {p:.2f} ms/step, framework {f:.2f} ms/step (profiled; tables in "
+                  f"{Path(r['host_profile']['framework']['profile']).parent})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

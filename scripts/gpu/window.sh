@@ -5,7 +5,8 @@
 #   device tool: command "bash scripts/gpu/window.sh", carry [".whl", ".devdata"], timeout_s 600
 # Phase 1, alone on the machine (the timings that are targets):
 #   overhead   benchmarks/train_throughput.py, plain loop vs Lightning, effnet_lite0 + resnet50, batch 256, bf16,
-#              channels_last, batch_augment=basic, 260 steps (≥ 200 timed), 2 interleaved repeats
+#              channels_last, batch_augment=basic, 260 steps (≥ 200 timed), 2 interleaved repeats; then a cProfile of the
+#              host over 50 steady steps in each path (profile_<model>_{plain,framework}.txt: where the per-step cost is)
 #   pipeline   the same for effnet_lite0 with batch_augment=pipeline (framework vs model-only without batch ops)
 # Phase 2, side by side until the deadline (their wall times are upper bounds: they share the GPU and the CPUs):
 #   gpu_best        python train.py experiment=gpu_best (clean test + zheng2)
@@ -35,10 +36,10 @@ LOGS=$W/logs; mkdir -p "$LOGS"; cp "$OUT/device.txt" "$LOGS/" 2>/dev/null || tru
 QUIET=("~callbacks.progress_bar" trainer.enable_progress_bar=false)
 TRAINER=${TRAINER:-trainer=gpu}
 if [ "${QUICK:-0}" = 1 ]; then
-  STEPS=(--steps 6 --warmup 2); REPEATS=1; SYNC=(); SHORT=(trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=2
+  STEPS=(--steps 6 --warmup 2); REPEATS=1; PROFILE=2; SYNC=(); SHORT=(trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=2
     trainer.limit_test_batches=2 data.num_workers=1 trainer.precision=32); BIG=(data.batch_size=8 data.num_workers=1)
 else
-  STEPS=(--steps 260 --warmup 20); REPEATS=2; SYNC=(--cuda); SHORT=(); BIG=(data.batch_size=256 data.num_workers=8)
+  STEPS=(--steps 260 --warmup 20); REPEATS=2; PROFILE=50; SYNC=(--cuda); SHORT=(); BIG=(data.batch_size=256 data.num_workers=8)
 fi
 COMMON=("$TRAINER" data=pbc128 augment=none data.pin_memory=true channels_last=true model.pretrained=false
         model.weights_source=null "${QUIET[@]}" "${BIG[@]}")   # no SHORT: the benchmark sets its own steps
@@ -66,7 +67,7 @@ trap finish EXIT
 
 # -- phase 1: alone -------------------------------------------------------------------------------------------------
 want overhead && step overhead python3 benchmarks/train_throughput.py --models effnet_lite0,resnet50 "${STEPS[@]}" --repeats "$REPEATS" "${COMMON[@]}" \
-  batch_augment=basic --json "$LOGS/overhead.json"
+  batch_augment=basic --profile-steps "$PROFILE" --json "$LOGS/overhead.json"   # + host profiles of both paths
 want pipeline && step pipeline python3 benchmarks/train_throughput.py --models effnet_lite0 "${STEPS[@]}" --repeats 1 "${COMMON[@]}" \
   batch_augment=pipeline --json "$LOGS/pipeline.json"
 tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs past the call's limit
