@@ -7,6 +7,8 @@ calls at the dispatcher on the CPU; these tests train the real config with it.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -93,3 +95,17 @@ def test_batch_pipelines_do_not_synchronise(compose_cfg, name):
     with SyncCounter() as counter:
         aug(x)
     assert counter.calls == []
+
+
+def test_throughput_benchmark_writes_host_profiles_of_both_paths(tmp_path):
+    """`--profile-steps`: the same steady steps profiled in the plain loop and in the Lightning path, one table each."""
+    from benchmarks.train_throughput import main
+
+    (result,) = main(["--models", "small_cnn", "--steps", "6", "--warmup", "2", "--repeats", "1", "--profile-steps", "3",
+                      "--json", str(tmp_path / "t.json"), *QUIET, f"paths.cache_dir={tmp_path / 'cache'}"])
+    for path in ("plain", "framework"):
+        profile = result["host_profile"][path]
+        assert profile["profiled_steps"] == 3 and profile["profiled_ms_per_step"] > 0
+        text = Path(profile["profile"]).read_text()
+        assert "ms per step" in text and "tottime" in text
+    assert "training_step" in Path(result["host_profile"]["framework"]["profile"]).read_text()  # the framework's own code
