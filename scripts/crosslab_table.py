@@ -1,8 +1,11 @@
 """Collect scripts/measure_crosslab.sh results into OUT/results.md, results.json and results.png (one row per method).
 
-    python scripts/crosslab_table.py OUT
+    python scripts/crosslab_table.py OUT                                   # results.md/json/png (4 decimals, seed means)
+    python scripts/crosslab_table.py OUT --docs README.md docs/results/crosslab/README.md   # + the rounded tables there
 Columns: clean test accuracy, Bmk, mean corruption accuracy (severity 3), lab-shift copy accuracy, and per cross-lab folder
 accuracy and macro recall over the classes it holds; seconds per epoch and epochs from the training summary.
+The documentation tables (OUT/results_docs.md) add what each row is (ROWS, in table order) and the per-class recall on
+the first cross-lab folder; `--docs FILE ...` replaces the tables with the same header line in those files.
 """
 from __future__ import annotations
 
@@ -10,6 +13,36 @@ import json
 import re
 import sys
 from pathlib import Path
+
+# row name → what it is, in the order of the documentation tables; rows not listed follow, undescribed
+ROWS = {
+    "pipeline": "baseline: `augment=pipeline`",
+    "pipeline_s7": "the same, seed 7",
+    "tta_scales": "baseline + `tta=scales` (test time only)",
+    "tta_scales_s7": "the same, seed 7",
+    "scale_cell": "`data.preprocess.scale=cell` (magnification normaliser)",
+    "stain_aug": "`augment.stain_aug.*` (RandStainNA 0.5, HEStain 0.2, channel mix 0.3, grey 0.1)",
+    "stain_scale_mixstyle": "stain_aug + `augment.scale_range=[0.5,1.6]` + `model.mixstyle.p=0.5` (first `robust`)",
+    "stain_scale_mixstyle_cell": "the same + `scale=cell`",
+    "randconv": "`batch_augment=randconv` (random convolutions)",
+    "randconv_s7": "the same, seed 7",
+    "randconv_tta_scales": "`randconv` + `tta=scales` (test time only)",
+    "randconv_tta_scales_s7": "the same, seed 7",
+    "randconv_cell": "`batch_augment=randconv` + `data.preprocess.scale=cell`",
+    "fourier": "**`batch_augment=fourier` (Fourier-amplitude mixing; = `experiment=robust`)**",
+    "fourier_s7": "the same, seed 7",
+    "fourier_tta_scales": "`fourier` + `tta=scales` (test time only)",
+    "fourier_tta_scales_s7": "the same, seed 7",
+    "ens_fourier2": "ensemble: `fourier` + `fourier_s7` averaged (two trainings; `ckpt=[A,B]`)",
+    "randconv_fourier": "`batch_augment=randconv_fourier` (RandConv, then Fourier mixing)",
+    "reinhard": "`data.preprocess.colour=reinhard` (torchstain: per-image LAB statistics mapped to the pbc128 median)",
+    "white_balance": "`data.preprocess.colour=white_balance` (the smear background scaled to the PBC background colour)",
+    "mixstyle": "`model.mixstyle.p=0.5` (MixStyle alone)",
+    "gpu_cpu_pipeline": "H100, 8 epochs: the baseline (`augment=pipeline`), trained beside the next row",
+    "gpu_batch_pipeline": "H100, 8 epochs: `augment=none batch_augment=pipeline` (the pipeline on the GPU)",
+    "gpu_robust": "H100: `experiment=robust trainer=gpu` (20 epochs)",
+}
+NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "randconv": "†", "randconv_tta_scales": "†"}  # see the docs' footnotes
 
 
 def load(path: Path) -> dict:
@@ -73,7 +106,52 @@ def plot(rows: list[dict], cols: list[str], png: Path) -> None:
     plt.close(fig)
 
 
-def main(out: Path) -> None:
+def docs_tables(out: Path, rows: list[dict], means: list[dict]) -> list[list[str]]:
+    """The rounded tables of the README and docs/results/crosslab: rows with descriptions, seed means, per-class recall."""
+    by_name = {r["method"]: r for r in rows}
+    order = [n for n in ROWS if n in by_name] + [n for n in by_name if n not in ROWS]
+    folder = next((k.removesuffix("_macro_recall") for r in rows for k in r if k.endswith("_macro_recall")), None)
+    f3 = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    table = [f"| row | method | clean test | Bmk | mean corruption (s3) | labshift | {folder} accuracy | {folder} macro recall | s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for n in order:
+        r, sp = by_name[n], by_name[n].get("s_per_epoch")
+        table.append(f"| {n} | {ROWS.get(n, '')} | {f3(r.get('test_acc'))} | {f3(r.get('bmk_acc'))} | {f3(r.get('mean_corruption_acc'))} | "
+                     f"{f3(r.get('labshift_acc'))} | {f3(r.get(f'{folder}_acc'))} | {f3(r.get(f'{folder}_macro_recall'))} | "
+                     f"{'—' if sp is None else format(sp, '.0f')}{NOTES.get(n, '')} |")
+    cols = ["test_acc", "bmk_acc", "mean_corruption_acc", "labshift_acc", f"{folder}_acc", f"{folder}_macro_recall"]
+    seeds = [f"| method | seeds | clean test | Bmk | mean corruption (s3) | labshift | {folder} accuracy | {folder} macro recall |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in means:
+        names = [n for n in by_name if re.sub(r"_s\d+$", "", n) == m["method"]]
+        seed_list = ", ".join(sorted({(re.search(r"_s(\d+)$", n) or [None, "42"])[1] for n in names}, key=lambda x: -int(x)))
+        seeds.append(f"| {m['method']} | {seed_list} | " + " | ".join(
+            f"{m[c]:.3f} ± {m[c + '_half_range']:.3f}" if c in m else "" for c in cols) + " |")
+    per_class = []
+    for n in order:
+        result = load(out / f"eval_{n}" / "crosslab.json").get("folders", {}).get(folder)
+        if result:
+            if not per_class:
+                classes = result["classes_present"]
+                per_class = ["| row | " + " | ".join(classes) + " | macro F1 |", "|---" * (len(classes) + 2) + "|"]
+            per_class.append(f"| {n} | " + " | ".join(f"{result['recall'][c]:.2f}" for c in classes) + f" | {result['macro_f1']:.3f} |")
+    return [t for t in (table, seeds if len(seeds) > 2 else [], per_class) if t]
+
+
+def replace_tables(path: Path, tables: list[list[str]]) -> int:
+    """Each table replaces the markdown table in `path` that starts with the same header line; returns how many did."""
+    lines, done = path.read_text().split("\n"), 0
+    for table in tables:
+        if table[0] in lines:
+            i = j = lines.index(table[0])
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            lines[i:j], done = table, done + 1
+    path.write_text("\n".join(lines))
+    return done
+
+
+def main(out: Path, docs: list[Path] | None = None) -> None:
     rows = collect(out)
     cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "method"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and v <= 1.0 else ("" if v is None else str(v))  # noqa: E731
@@ -90,7 +168,14 @@ def main(out: Path) -> None:
     (out / "results.json").write_text(json.dumps({"rows": rows, "seed_means": means}, indent=1))
     plot(rows, metric_cols, out / "results.png")
     print("\n".join(lines))
+    tables = docs_tables(out, rows, means)
+    (out / "results_docs.md").write_text("\n\n".join("\n".join(t) for t in tables) + "\n")
+    for path in docs or []:
+        print(f"{path}: {replace_tables(path, tables)} table(s) updated")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    args = sys.argv[1:]
+    if not args or args[0].startswith("-"):
+        sys.exit(__doc__)
+    main(Path(args[0]), [Path(a) for a in args[2:]] if len(args) > 1 and args[1] == "--docs" else None)

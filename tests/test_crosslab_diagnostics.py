@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,28 @@ def test_crosslab_table_means_over_seeds():
     assert mean["method"] == "randconv" and mean["seeds"] == 2
     assert mean["zheng2_acc"] == pytest.approx(0.56) and mean["zheng2_acc_half_range"] == pytest.approx(0.02)
     assert mean["test_acc"] == pytest.approx(0.9655)
+
+
+def test_crosslab_docs_tables_describe_rows_and_replace_tables_in_place(tmp_path):
+    """`crosslab_table.py OUT --docs FILE`: rows in the documented order with their descriptions, seed means, per-class
+    recall from each row's crosslab.json; the table with the same header in FILE is replaced, the text around it kept."""
+    spec = importlib.util.spec_from_file_location("crosslab_table", SCRIPT.parent / "crosslab_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    for name, recall in (("fourier", 0.5), ("pipeline", 0.25)):
+        (tmp_path / f"eval_{name}").mkdir()
+        folder = {"classes_present": ["lymphocyte", "monocyte"], "recall": {"lymphocyte": recall, "monocyte": 1.0}, "macro_f1": 0.6}
+        (tmp_path / f"eval_{name}" / "crosslab.json").write_text(json.dumps({"folders": {"zheng2": folder}}))
+    rows = [{"method": "fourier", "test_acc": 0.9741, "zheng2_acc": 0.59, "zheng2_macro_recall": 0.663, "s_per_epoch": 243.2},
+            {"method": "fourier_s7", "test_acc": 0.969, "zheng2_acc": 0.57, "zheng2_macro_recall": 0.637},
+            {"method": "pipeline", "test_acc": 0.972, "zheng2_acc": 0.47, "zheng2_macro_recall": 0.585, "s_per_epoch": 471.0}]
+    means = table.seed_means(rows, ["test_acc", "zheng2_acc", "zheng2_macro_recall"])
+    rounded, seeds, per_class = table.docs_tables(tmp_path, rows, means)
+    assert [line.split(" | ")[0] for line in rounded[2:]] == ["| pipeline", "| fourier", "| fourier_s7"]  # ROWS order
+    assert rounded[2].startswith("| pipeline | baseline: `augment=pipeline` | 0.972 |") and rounded[2].endswith("| 471* |")
+    assert "| fourier | 42, 7 | 0.972 ± 0.003 |" in seeds[2]
+    assert per_class[0] == "| row | lymphocyte | monocyte | macro F1 |" and per_class[2] == "| pipeline | 0.25 | 1.00 | 0.600 |"
+    doc = tmp_path / "README.md"
+    doc.write_text(f"intro\n\n{per_class[0]}\n|---|\n| old | 0 |\n\nafter\n")
+    assert table.replace_tables(doc, [rounded, per_class]) == 1
+    assert doc.read_text() == "intro\n\n" + "\n".join(per_class) + "\n\nafter\n"
