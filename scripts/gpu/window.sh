@@ -69,7 +69,7 @@ trap finish EXIT
 want overhead && step overhead python3 benchmarks/train_throughput.py --models effnet_lite0,resnet50 "${STEPS[@]}" --repeats "$REPEATS" "${COMMON[@]}" \
   batch_augment=basic --profile-steps "$PROFILE" --json "$LOGS/overhead.json"   # + host profiles of both paths
 want pipeline && step pipeline python3 benchmarks/train_throughput.py --models effnet_lite0 "${STEPS[@]}" --repeats 1 "${COMMON[@]}" \
-  batch_augment=pipeline --json "$LOGS/pipeline.json"
+  batch_augment=pipeline --profile-steps "$PROFILE" --json "$LOGS/pipeline.json"
 tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs past the call's limit
 
 # -- phase 2: side by side ------------------------------------------------------------------------------------------
