@@ -38,9 +38,10 @@ ROWS = {
     "reinhard": "`data.preprocess.colour=reinhard` (torchstain: per-image LAB statistics mapped to the pbc128 median)",
     "white_balance": "`data.preprocess.colour=white_balance` (the smear background scaled to the PBC background colour)",
     "mixstyle": "`model.mixstyle.p=0.5` (MixStyle alone)",
-    "gpu_cpu_pipeline": "H100, 8 epochs: the baseline (`augment=pipeline`), trained beside the next row",
+    "gpu_cpu_pipeline": "H100, 8 epochs: the baseline (`augment=pipeline`), trained from the 96 px WebP copy",
     "gpu_batch_pipeline": "H100, 8 epochs: `augment=none batch_augment=pipeline` (the pipeline on the GPU)",
     "gpu_robust": "H100: `experiment=robust trainer=gpu` (20 epochs)",
+    "pipeline_webp": "CPU: the baseline trained from the 96 px WebP copy the H100 rows used (`pbc96.zip`)",
 }
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "randconv": "†", "randconv_tta_scales": "†"}  # see the docs' footnotes
 
