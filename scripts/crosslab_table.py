@@ -42,8 +42,10 @@ ROWS = {
     "gpu_batch_pipeline": "H100, 8 epochs: `augment=none batch_augment=pipeline` (the pipeline on the GPU)",
     "gpu_robust": "H100: `experiment=robust trainer=gpu` (20 epochs)",
     "pipeline_webp": "CPU: the baseline trained from the 96 px WebP copy the H100 rows used (`pbc96.zip`)",
+    "pipeline_webp_s7": "the same, seed 7",
 }
-NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "randconv": "†", "randconv_tta_scales": "†"}  # see the docs' footnotes
+NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "randconv": "†", "randconv_tta_scales": "†",
+         "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}  # see the docs' footnotes
 
 
 def load(path: Path) -> dict:
