@@ -161,3 +161,7 @@ def test_checkpoint_trained_elsewhere_uses_the_given_data_for_its_own_splits(tra
     assert there["robustness"] == here["robustness"]
     with pytest.raises(DataError, match="does not exist"):
         evaluate([str(moved)], None, tmp_path / "nowhere", opts)
+    # data split another way is not the checkpoint's split: no fallback, the missing folder is named
+    other = _compose("train", [f"paths.cache_dir={cache_dir}", "data=sample", "data.split_seed=7"]).data
+    with pytest.raises(DataError, match="does not exist"):
+        evaluate([str(moved)], other, tmp_path / "other", opts)

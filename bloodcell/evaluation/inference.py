@@ -5,6 +5,7 @@ normalisation through the ordinary data path (`datamodule_for`), and the members
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError, DataError
 from bloodcell.evaluation.metrics import average_probs
 from bloodcell.module import BloodCellModule
+
+log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flips", "d4", "scales")
 TTA_ZOOMS = (0.8, 1.0, 1.25)  # tta=scales: symmetric in log-magnification around the model's own scale
@@ -209,6 +212,9 @@ def ensemble_predict(members: list[Member], data_cfg: Any | None, split: str, ho
     return Predictions(np.asarray(probs, dtype=np.float64), ref.labels, ref.ids, ref.split, ref.source)
 
 
+SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction")  # a source split the same way gives the same val/test
+
+
 def own_split_or_none(
     members: list[Member], split: str, how: InferenceSettings, data_cfg: Any | None = None
 ) -> Predictions | None:
@@ -221,9 +227,15 @@ def own_split_or_none(
     if not all(own):
         return None
     roots = [cfg.get("root") or (cfg.get("source") or {}).get("root") for cfg in own]
-    moved = any(root and not Path(str(root)).expanduser().exists() for root in roots)
+    moved = [r for r in roots if r and not Path(str(r)).expanduser().exists()]
     quiet = InferenceSettings(how.device, how.tta, how.loader_overrides, progress=False)
-    return ensemble_predict(members, data_cfg if moved and data_cfg else None, split, quiet)
+    given = to_plain(data_cfg) if data_cfg is not None else None
+    same_split = given and all(all(cfg.get(k) == given.get(k) for k in SPLIT_KEYS) for cfg in own)
+    if moved and same_split:
+        log.warning("the checkpoint's data folder %s is not here: its %s split is taken from the given data (%s), "
+                    "split the same way (%s)", moved[0], split, given.get("root"), ", ".join(SPLIT_KEYS))
+        return ensemble_predict(members, data_cfg, split, quiet)
+    return ensemble_predict(members, None, split, quiet)
 
 
 def common_preprocess(members: Sequence[Member]) -> Preprocess:

@@ -23,6 +23,8 @@ from bloodcell.augment.gpu.core import BatchOp, affine_theta, check_p, luminance
 from bloodcell.errors import ConfigError, suggest
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "scale")
+
+
 def _smooth_kernel(device: torch.device) -> torch.Tensor:
     """PIL's SMOOTH filter (Sharpness), [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13, made on the device: moving a CPU
     constant there every step is a blocking host→device copy (found by benchmarks/syncs.py --cuda on an H100)."""
