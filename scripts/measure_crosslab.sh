@@ -7,6 +7,7 @@
 # cross-lab folder(s) in CROSSLAB (default ../shared/data/crosslab/zheng2: evaluation only, never trained on or tuned on).
 # batch_pipeline is issue 13's parity row: the same pipeline run on the training batch (augment=none batch_augment=pipeline).
 # stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= fourier).
+# pipeline_webp: the baseline trained from ../shared/device/pbc96.zip (PBC96=DIR: that copy unpacked), scored on pbc128.
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -16,6 +17,7 @@ CROSSLAB=${CROSSLAB:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data/crosslab/z
 source "$(dirname "$0")/measure_common.sh"
 BASE=(experiment=pbc128_lite0_staged trainer.max_time=null "seed=$SEED" evaluate=false test=false)
 SUFFIX=$([ "$SEED" = 42 ] && echo "" || echo "_s$SEED")
+PBC96=${PBC96:-$OUT/pbc96/pbc96}   # pipeline_webp: ../shared/device/pbc96.zip, unpacked here when missing
 
 STAIN="augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
 COMBO="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 $STAIN"   # the combination first chosen on principle
@@ -36,9 +38,10 @@ declare -A ROWS=(
   [stain_scale_mixstyle]="$COMBO"
   [stain_scale_mixstyle_cell]="data.preprocess.scale=cell $COMBO"
   [robust]=""   # experiment=robust: the same config as fourier (tests/test_robust_preset.py checks it)
+  [pipeline_webp]="data.root=$PBC96"   # the baseline trained from the 96 px WebP copy the GPU machine uses
 )
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
-       stain_scale_mixstyle_cell randconv_cell randconv_fourier)
+       stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
@@ -49,6 +52,7 @@ evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + bench
 
 for row in "${ORDER[@]}"; do
   run="$row$SUFFIX"
+  [ "$row" != pipeline_webp ] || [ -d "$PBC96" ] || python -m zipfile -e ../shared/device/pbc96.zip "$(dirname "$PBC96")"
   overrides=${ROWS[$row]}
   if [ "$row" = robust ]; then   # the preset carries its own settings; same 8 epochs, no wall-clock stop
     train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false
@@ -58,7 +62,12 @@ for row in "${ORDER[@]}"; do
     train "$run" "${BASE[@]}" $overrides
   fi
   [ -f "$OUT/bench/manifest.json" ] && [ -f "$OUT/labshift/shift.json" ] || build_shifted_sets "pipeline$SUFFIX"
-  evaluate_row "$run" "$(best "$run")"
+  if [ "$row" = pipeline_webp ]; then  # scored on pbc128's own test split, like every row (its checkpoint names the copy)
+    evaluate "eval_$run" "'$(best "$run")'" data=pbc128 split=test benchmark_dir="$OUT/bench" "crosslab=[$CROSSLAB]"
+    evaluate "labshift_$run" "'$(best "$run")'" data=folder data.root="$OUT/labshift" data.cache_dir="$OUT/cache"
+  else
+    evaluate_row "$run" "$(best "$run")"
+  fi
   case $row in  # multi-scale test-time augmentation needs no training: tta=scales on trained models
     pipeline) evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
     randconv) evaluate_row "randconv_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
