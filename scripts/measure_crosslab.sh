@@ -7,7 +7,8 @@
 # cross-lab folder(s) in CROSSLAB (default ../shared/data/crosslab/zheng2: evaluation only, never trained on or tuned on).
 # batch_pipeline is issue 13's parity row: the same pipeline run on the training batch (augment=none batch_augment=pipeline).
 # stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= fourier).
-# pipeline_webp: the baseline trained from ../shared/device/pbc96.zip (PBC96=DIR: that copy unpacked), scored on pbc128.
+# pipeline_webp: the baseline trained from the 96 px BICUBIC + WebP-85 copy the GPU machine uses (= pbc96.zip; made by
+# scripts/resized_copy.py into PBC96=DIR), scored on pbc128 like every row.
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -17,7 +18,7 @@ CROSSLAB=${CROSSLAB:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data/crosslab/z
 source "$(dirname "$0")/measure_common.sh"
 BASE=(experiment=pbc128_lite0_staged trainer.max_time=null "seed=$SEED" evaluate=false test=false)
 SUFFIX=$([ "$SEED" = 42 ] && echo "" || echo "_s$SEED")
-PBC96=${PBC96:-$OUT/pbc96/pbc96}   # pipeline_webp: ../shared/device/pbc96.zip, unpacked here when missing
+PBC96=${PBC96:-$OUT/pbc96}   # pipeline_webp: the copy of ../shared/device/pbc96.zip, re-made here when missing (identical)
 
 STAIN="augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
 COMBO="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 $STAIN"   # the combination first chosen on principle
@@ -52,7 +53,7 @@ evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + bench
 
 for row in "${ORDER[@]}"; do
   run="$row$SUFFIX"
-  [ "$row" != pipeline_webp ] || [ -d "$PBC96" ] || python -m zipfile -e ../shared/device/pbc96.zip "$(dirname "$PBC96")"
+  [ "$row" != pipeline_webp ] || [ -d "$PBC96" ] || python scripts/resized_copy.py ../shared/data/pbc128 "$PBC96" --resample bicubic --webp 85
   overrides=${ROWS[$row]}
   if [ "$row" = robust ]; then   # the preset carries its own settings; same 8 epochs, no wall-clock stop
     train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false
