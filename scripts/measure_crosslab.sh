@@ -18,7 +18,7 @@ CROSSLAB=${CROSSLAB:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data/crosslab/z
 source "$(dirname "$0")/measure_common.sh"
 BASE=(experiment=pbc128_lite0_staged trainer.max_time=null "seed=$SEED" evaluate=false test=false)
 SUFFIX=$([ "$SEED" = 42 ] && echo "" || echo "_s$SEED")
-PBC96=${PBC96:-$OUT/pbc96}   # pipeline_webp: the copy of ../shared/device/pbc96.zip, re-made here when missing (identical)
+PBC96=$(realpath -m "${PBC96:-$OUT/pbc96}")   # pipeline_webp: the copy of ../shared/device/pbc96.zip, re-made here when missing (identical)
 
 STAIN="augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
 COMBO="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 $STAIN"   # the combination first chosen on principle
