@@ -44,8 +44,8 @@ ROWS = {
     "pipeline_webp": "CPU: the baseline trained from the 96 px WebP copy the H100 rows used (`pbc96.zip`)",
     "pipeline_webp_s7": "the same, seed 7",
 }
-NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "randconv": "†", "randconv_tta_scales": "†",
-         "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}  # see the docs' footnotes
+NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",  # see the docs' footnotes
+         "randconv": "†", "randconv_tta_scales": "†", "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}
 
 
 def load(path: Path) -> dict:
