@@ -61,9 +61,9 @@ class SyncCounter(TorchDispatchMode):
         self.calls: list[tuple[str, str]] = []
         self._saved: dict[str, object] = {}
 
-    def _record(self, what: str) -> None:
+    def _record(self, what: str, exempt: tuple[str, ...] = ()) -> None:
         where = _caller()
-        if not any(a in where for a in ALLOWED):
+        if not any(a in where for a in (*ALLOWED, *exempt)):
             self.calls.append((what, where))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -71,9 +71,7 @@ class SyncCounter(TorchDispatchMode):
         if name in VALUE_READS or name in VALUE_SHAPED:
             self._record(name)
         elif name in HOST_TENSORS:
-            where = _caller()
-            if not any(d in where for d in (*HOST_SIDE, *ALLOWED)):
-                self.calls.append((f"{name}[torch.tensor from host data]", where))
+            self._record(f"{name}[torch.tensor from host data]", exempt=HOST_SIDE)
         elif name in ("index", "index_put", "index_put_", "_index_put_impl_"):
             indices = args[1] if len(args) > 1 else ()
             if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ()):

@@ -48,6 +48,14 @@ NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "
          "randconv": "†", "randconv_tta_scales": "†", "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}
 
 
+SEED_SUFFIX = re.compile(r"_s(\d+)$")  # NAME = seed 42, NAME_s7 = seed 7, ...
+
+
+def method_and_seed(name: str) -> tuple[str, str]:
+    match = SEED_SUFFIX.search(name)
+    return (name[: match.start()], match[1]) if match else (name, "42")
+
+
 def load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -73,7 +81,7 @@ def seed_means(rows: list[dict], cols: list[str]) -> list[dict]:
     """Methods measured with more than one seed (`NAME` = seed 42, `NAME_s7` = seed 7, ...): mean and half-range per column."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(re.sub(r"_s\d+$", "", r["method"]), []).append(r)
+        groups.setdefault(method_and_seed(r["method"])[0], []).append(r)
     out = []
     for method, members in groups.items():
         if len(members) < 2:
@@ -126,8 +134,8 @@ def docs_tables(out: Path, rows: list[dict], means: list[dict]) -> list[list[str
     seeds = [f"| method | seeds | clean test | Bmk | mean corruption (s3) | labshift | {folder} accuracy | {folder} macro recall |",
              "|---|---|---|---|---|---|---|---|"]
     for m in means:
-        names = [n for n in by_name if re.sub(r"_s\d+$", "", n) == m["method"]]
-        seed_list = ", ".join(sorted({(re.search(r"_s(\d+)$", n) or [None, "42"])[1] for n in names}, key=lambda x: -int(x)))
+        seeds_run = {seed for method, seed in map(method_and_seed, by_name) if method == m["method"]}
+        seed_list = ", ".join(sorted(seeds_run, key=lambda x: -int(x)))
         seeds.append(f"| {m['method']} | {seed_list} | " + " | ".join(
             f"{m[c]:.3f} ± {m[c + '_half_range']:.3f}" if c in m else "" for c in cols) + " |")
     per_class = []

@@ -45,9 +45,13 @@ ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pip
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp)
 [ $# -gt 0 ] && ORDER=("$@")
 
-evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test + benchmark sets + cross-lab, then the lab-shift copy
+# rows trained from another copy of the images: scored on pbc128's own test split like every row (their checkpoint names the copy)
+declare -A TEST_DATA=([pipeline_webp]="data=pbc128 split=test")
+
+evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (TEST_DATA of this $row) + benchmark sets + cross-lab, then lab shift
   local name=$1 ckpt=$2; shift 2
-  evaluate "eval_$name" "'$ckpt'" benchmark_dir="$OUT/bench" "crosslab=[$CROSSLAB]" "$@"
+  # shellcheck disable=SC2086
+  evaluate "eval_$name" "'$ckpt'" ${TEST_DATA[$row]:-} benchmark_dir="$OUT/bench" "crosslab=[$CROSSLAB]" "$@"
   evaluate "labshift_$name" "'$ckpt'" data=folder data.root="$OUT/labshift" data.cache_dir="$OUT/cache" "$@"
 }
 
@@ -63,12 +67,7 @@ for row in "${ORDER[@]}"; do
     train "$run" "${BASE[@]}" $overrides
   fi
   [ -f "$OUT/bench/manifest.json" ] && [ -f "$OUT/labshift/shift.json" ] || build_shifted_sets "pipeline$SUFFIX"
-  if [ "$row" = pipeline_webp ]; then  # scored on pbc128's own test split, like every row (its checkpoint names the copy)
-    evaluate "eval_$run" "'$(best "$run")'" data=pbc128 split=test benchmark_dir="$OUT/bench" "crosslab=[$CROSSLAB]"
-    evaluate "labshift_$run" "'$(best "$run")'" data=folder data.root="$OUT/labshift" data.cache_dir="$OUT/cache"
-  else
-    evaluate_row "$run" "$(best "$run")"
-  fi
+  evaluate_row "$run" "$(best "$run")"
   case $row in  # multi-scale test-time augmentation needs no training: tta=scales on trained models
     pipeline) evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
     randconv) evaluate_row "randconv_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;

@@ -12,10 +12,15 @@ so the same seeded split. Class folders and file stems are kept; the source is o
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from PIL import Image
 from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from bloodcell.data.sources import FolderSource  # noqa: E402
+from bloodcell.errors import DataError  # noqa: E402
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "box": Image.Resampling.BOX, "lanczos": Image.Resampling.LANCZOS,
             "bilinear": Image.Resampling.BILINEAR}
@@ -38,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dst.resolve() == args.src.resolve() or args.src.resolve() in args.dst.resolve().parents:
         parser.error(f"dst {args.dst} must lie outside src {args.src} (the source is only read)")
-    files = sorted(p for p in args.src.glob("*/*") if p.is_file() and not p.name.startswith("."))
+    try:
+        files = FolderSource(str(args.src)).list_files()  # exactly what training from src would read
+    except DataError as exc:
+        parser.error(str(exc))
     if not files:
         parser.error(f"{args.src}: no images in class sub-folders")
-    for path in tqdm(files, desc=f"copy {args.resample}{f' webp{args.webp}' if args.webp else ''}", unit="img"):
-        out_dir = args.dst / path.parent.name
+    for path, class_dir in tqdm(files, desc=f"copy {args.resample}{f' webp{args.webp}' if args.webp else ''}", unit="img"):
+        out_dir = args.dst / class_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         copy_image(path, out_dir, args.size, args.resample, args.webp)
     print(f"{len(files)} images → {args.dst}")

