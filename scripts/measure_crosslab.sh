@@ -8,7 +8,8 @@
 # batch_pipeline is issue 13's parity row: the same pipeline run on the training batch (augment=none batch_augment=pipeline).
 # stain_scale_mixstyle(_cell): the combination first chosen on principle (lost); robust: experiment=robust (= fourier).
 # pipeline_webp: the baseline trained from the 96 px BICUBIC + WebP-85 copy the GPU machine uses (= pbc96.zip; made by
-# scripts/resized_copy.py into PBC96=DIR), scored on pbc128 like every row.
+# scripts/resized_copy.py into PBC96=DIR), scored on pbc128 like every row. pipeline_bicubic (BICUBIC, lossless PNG) and
+# pipeline_box_webp (the cache's BOX resize, then WebP 85) separate its two differences; their copies go to OUT/copy_ROW.
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -40,13 +41,21 @@ declare -A ROWS=(
   [stain_scale_mixstyle_cell]="data.preprocess.scale=cell $COMBO"
   [robust]=""   # experiment=robust: the same config as fourier (tests/test_robust_preset.py checks it)
   [pipeline_webp]="data.root=$PBC96"   # the baseline trained from the 96 px WebP copy the GPU machine uses
+  [pipeline_bicubic]="data.root=$(realpath -m "$OUT/copy_pipeline_bicubic")"
+  [pipeline_box_webp]="data.root=$(realpath -m "$OUT/copy_pipeline_box_webp")"
 )
+# rows trained from a resized/re-encoded copy of pbc128: scripts/resized_copy.py's arguments and the copy's folder
+declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_bicubic]="--resample bicubic"
+                      [pipeline_box_webp]="--resample box --webp 85")
+declare -A COPY_DIR=([pipeline_webp]="$PBC96" [pipeline_bicubic]="$OUT/copy_pipeline_bicubic"
+                     [pipeline_box_webp]="$OUT/copy_pipeline_box_webp")
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
-       stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp)
+       stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # rows trained from another copy of the images: scored on pbc128's own test split like every row (their checkpoint names the copy)
-declare -A TEST_DATA=([pipeline_webp]="data=pbc128 split=test")
+declare -A TEST_DATA=([pipeline_webp]="data=pbc128 split=test" [pipeline_bicubic]="data=pbc128 split=test"
+                      [pipeline_box_webp]="data=pbc128 split=test")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (TEST_DATA of this $row) + benchmark sets + cross-lab, then lab shift
   local name=$1 ckpt=$2; shift 2
@@ -57,7 +66,8 @@ evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (TEST_D
 
 for row in "${ORDER[@]}"; do
   run="$row$SUFFIX"
-  [ "$row" != pipeline_webp ] || [ -d "$PBC96" ] || python scripts/resized_copy.py ../shared/data/pbc128 "$PBC96" --resample bicubic --webp 85
+  # shellcheck disable=SC2086
+  [ -z "${COPY_ARGS[$row]:-}" ] || [ -d "${COPY_DIR[$row]}" ] || python scripts/resized_copy.py ../shared/data/pbc128 "${COPY_DIR[$row]}" ${COPY_ARGS[$row]}
   overrides=${ROWS[$row]}
   if [ "$row" = robust ]; then   # the preset carries its own settings; same 8 epochs, no wall-clock stop
     train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false
