@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bloodcell.augment.gpu import build_batch_augment
 from bloodcell.config import check_trusted_targets, require_keys, to_plain
-from bloodcell.data.datamodule import data_defaults
+from bloodcell.data.datamodule import with_data_defaults
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
@@ -259,7 +259,7 @@ class BloodCellModule(L.LightningModule):
 
         Read from the stored data config; keys a checkpoint predates come from conf/data/_common.yaml.
         """
-        data = {**data_defaults(), **(to_plain(self.hparams.get("data")) or {})}
+        data = with_data_defaults(self.hparams.get("data"))
         return Preprocess.from_data_cfg(int(self.hparams.image_size), str(data["resize_mode"]), data["preprocess"])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -10,6 +10,8 @@
 # pipeline_webp: the baseline trained from the 96 px BICUBIC + WebP-85 copy the GPU machine uses (= pbc96.zip; made by
 # scripts/resized_copy.py into PBC96=DIR), scored on pbc128 like every row. pipeline_bicubic (BICUBIC, lossless PNG) and
 # pipeline_box_webp (the cache's BOX resize, then WebP 85) separate its two differences; their copies go to OUT/copy_ROW.
+# reencode_webp: the WebP re-encoding as a preprocessing setting (data.preprocess.reencode=webp): the box_webp copy's
+# training pixels, and evaluation images re-encoded the same way.
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
@@ -43,6 +45,7 @@ declare -A ROWS=(
   [pipeline_webp]="data.root=$PBC96"   # the baseline trained from the 96 px WebP copy the GPU machine uses
   [pipeline_bicubic]="data.root=$(realpath -m "$OUT/copy_pipeline_bicubic")"
   [pipeline_box_webp]="data.root=$(realpath -m "$OUT/copy_pipeline_box_webp")"
+  [reencode_webp]="data.preprocess.reencode=webp"
 )
 # rows trained from a resized/re-encoded copy of pbc128: scripts/resized_copy.py's arguments and the copy's folder
 declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_bicubic]="--resample bicubic"
@@ -50,7 +53,8 @@ declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_b
 declare -A COPY_DIR=([pipeline_webp]="$PBC96" [pipeline_bicubic]="$OUT/copy_pipeline_bicubic"
                      [pipeline_box_webp]="$OUT/copy_pipeline_box_webp")
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
-       stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp)
+       stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
+       reencode_webp)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # rows trained from another copy of the images: scored on pbc128's own test split like every row (their checkpoint names the copy)

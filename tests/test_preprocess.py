@@ -99,6 +99,37 @@ def test_context_suppression_keeps_the_cell_and_fades_the_field():
     assert abs(find_nucleus(cell).cx - 48) <= 3  # combines with the magnification normaliser
 
 
+def test_reencode_is_lossy_deterministic_validated_and_keyed():
+    img = smear(96, 20, (48, 48))
+    plain = make_preprocess()
+    for fmt in ("webp", "jpeg"):
+        prep = make_preprocess(reencode=fmt, reencode_quality=85)
+        out = prep(img)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert np.array_equal(out, prep(img))  # no randomness: the same pixels in training, evaluation and prediction
+        assert 0 < np.abs(out.astype(int) - plain(img).astype(int)).mean() < 8  # lossy, but the same image
+        assert prep.describe()["reencode"] == fmt  # a cache or checkpoint built with it is keyed by it
+    coarse = np.abs(make_preprocess(reencode="jpeg", reencode_quality=10)(img).astype(int) - img).mean()
+    assert coarse > np.abs(make_preprocess(reencode="jpeg", reencode_quality=95)(img).astype(int) - img).mean()
+    assert "reencode" not in plain.describe()  # off: caches and checkpoints from before the option keep their keys
+    with pytest.raises(ConfigError, match="preprocess.reencode"):
+        make_preprocess(reencode="png")
+    with pytest.raises(ConfigError, match="reencode_quality"):
+        make_preprocess(reencode="webp", reencode_quality=0)
+
+
+def test_checkpoint_data_config_from_before_an_option_gets_its_default():
+    """A stored data config without `preprocess.reencode` (older checkpoints) loads with re-encoding off."""
+    from bloodcell.data.datamodule import with_data_defaults
+
+    old = {"resize_mode": "center_crop", "preprocess": {"scale": "cell", "cell_fraction": 0.4, "zoom_range": [0.6, 2.0],
+                                                         "context": "keep", "context_diameter": 1.8, "colour": "none",
+                                                         "background": [250, 230, 205], "lab_reference": [0, 0, 0, 1, 1, 1]}}
+    merged = with_data_defaults(old)
+    prep = Preprocess.from_data_cfg(96, merged["resize_mode"], merged["preprocess"])
+    assert (prep.scale, prep.cell_fraction, prep.reencode) == ("cell", 0.4, "none")
+
+
 def test_white_balance_maps_the_background_to_the_reference():
     tinted = np.clip(smear(160, 20, (80, 80)).astype(np.float32) * np.array([0.85, 1.0, 1.1]), 0, 255).astype(np.uint8)
     out = white_balance(tinted, (250, 230, 205))
@@ -121,11 +152,11 @@ def test_reinhard_maps_lab_statistics_to_the_reference():
 
 @pytest.fixture(scope="module")
 def normalised_checkpoint(tmp_path_factory, cache_dir) -> str:
-    """A fast_dev_run small CNN trained with cell scale + white balance preprocessing on the sample."""
+    """A fast_dev_run small CNN trained with cell scale, white balance, context suppression and WebP re-encoding."""
     out = tmp_path_factory.mktemp("prep")
     overrides = ["data=sample", "model=small_cnn", "trainer.fast_dev_run=true", "test=false", "evaluate=false", "~logger.tensorboard",
                  "data.image_size=48", "data.preprocess.scale=cell", "data.preprocess.colour=white_balance",
-                 "data.preprocess.context=suppress",
+                 "data.preprocess.context=suppress", "data.preprocess.reencode=webp", "data.preprocess.reencode_quality=70",
                  f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", *FAST]
     train(compose("train", overrides))
     return str(out / "checkpoints" / "fast_dev_run.ckpt")
@@ -137,6 +168,7 @@ def test_checkpoint_round_trip_feeds_the_same_pixels_everywhere(normalised_check
     module = load_module(normalised_checkpoint)
     prep = module.preprocessing
     assert (prep.image_size, prep.scale, prep.colour, prep.context) == (48, "cell", "white_balance", "suppress")
+    assert (prep.reencode, prep.reencode_quality) == ("webp", 70)
     assert torch.load(normalised_checkpoint, weights_only=True)["bloodcell"]["preprocess"] == prep.describe()
 
     own, _ = datamodule_for(module, None, {"eval_num_workers": 0})

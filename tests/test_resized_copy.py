@@ -41,3 +41,18 @@ def test_destination_inside_the_source_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         resized_copy.main([str(SAMPLE), str(SAMPLE / "copy")])
     assert not (SAMPLE / "copy").exists()
+
+
+def test_preprocess_reencode_gives_the_box_webp_copys_pixels(tmp_path):
+    """`data.preprocess.reencode=webp` (applied alike in training, evaluation and prediction) feeds exactly the pixels
+    of the measured `--resample box --webp 85` training copy: the project resizes with BOX, then re-encodes."""
+    from dataclasses import replace
+
+    from bloodcell.data.images import read_image
+    from bloodcell.data.preprocess import Preprocess
+
+    resized_copy.main([str(SAMPLE), str(tmp_path / "box_webp"), "--size", "32", "--resample", "box", "--webp", "85"])
+    prep = replace(Preprocess.resize_only(32), reencode="webp", reencode_quality=85)
+    for src in sorted(p for p in SAMPLE.glob("*/*") if p.is_file())[:5]:
+        copied = np.asarray(Image.open(tmp_path / "box_webp" / src.parent.name / f"{src.stem}.webp").convert("RGB"))
+        np.testing.assert_array_equal(prep(read_image(src)), copied)

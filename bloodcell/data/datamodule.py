@@ -55,6 +55,13 @@ def data_defaults() -> dict:
     return yaml_defaults("data/_common.yaml")
 
 
+def with_data_defaults(cfg: Mapping | None) -> dict:
+    """A (possibly older) data config with the keys it lacks from conf/data/_common.yaml, `preprocess.*` key by key
+    (a checkpoint written before a preprocessing option existed keeps loading, with that option off)."""
+    defaults, plain = data_defaults(), to_plain(cfg) or {}
+    return {**defaults, **plain, "preprocess": {**defaults["preprocess"], **(plain.get("preprocess") or {})}}
+
+
 def datamodule_from_cfg(cfg: Mapping) -> BloodCellDataModule:
     """A datamodule from a (possibly partial or older) data config: keys it lacks come from conf/data/_common.yaml.
 
@@ -63,7 +70,7 @@ def datamodule_from_cfg(cfg: Mapping) -> BloodCellDataModule:
     """
     from hydra.utils import instantiate
 
-    merged = {**data_defaults(), **to_plain(cfg)}
+    merged = with_data_defaults(cfg)
     merged.pop("train_transform", None)
     merged.pop("eval_transform", None)
     return instantiate(merged, _convert_="all")

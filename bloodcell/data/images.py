@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from pathlib import Path
 
@@ -115,3 +116,22 @@ def resize_image(arr: np.ndarray, size: int, mode: str = "center_crop") -> np.nd
     # BOX when shrinking (area average, no aliasing), bicubic when enlarging.
     resample = Image.Resampling.BOX if arr.shape[0] >= size else Image.Resampling.BICUBIC
     return np.asarray(img.resize((size, size), resample=resample), dtype=np.uint8)
+
+
+REENCODE_FORMATS = ("none", "webp", "jpeg")
+
+
+def reencode(arr: np.ndarray, fmt: str, quality: int) -> np.ndarray:
+    """Encode to `fmt` at `quality` in memory and decode again (PIL, as `scripts/resized_copy.py` writes its copies).
+
+    Lossy compression at the model's size removes the finest detail (sensor noise, a scanner's sharpening, the
+    source's own compression) the same way for every image, whichever camera or archive it came from."""
+    if fmt == "none":
+        return arr
+    if fmt not in REENCODE_FORMATS:
+        raise ValueError(f"re-encoding format {fmt!r} is not one of {REENCODE_FORMATS}")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "WEBP" if fmt == "webp" else "JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)

@@ -14,6 +14,10 @@ page; checkpoints store it, so a model is always fed what it was trained on. Ste
    around it) does, and the network still sees those.
 3. context (`preprocess.context=suppress`): fade the field outside a disc around the nucleus to the background
    colour, so the red-cell field (which differs between labs and patients) cannot serve as a shortcut.
+4. re-encoding (`preprocess.reencode=webp|jpeg` at `reencode_quality`): a lossy encode/decode of the final
+   image, so every image loses its finest detail (sensor noise, sharpening, its archive's own compression) the
+   same way whatever its source. Issue 12's training-copy rows found that a WebP-85 training copy transferred
+   better to another lab; this makes it a setting applied alike to training, evaluation and prediction.
 """
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ import cv2
 import numpy as np
 
 from bloodcell.config import require_keys
-from bloodcell.data.images import RESIZE_MODES, resize_image
+from bloodcell.data.images import REENCODE_FORMATS, RESIZE_MODES, reencode, resize_image
 from bloodcell.errors import ConfigError
 
 SCALE_MODES = ("none", "cell")
 CONTEXT_MODES = ("keep", "suppress")
 COLOUR_MODES = ("none", "white_balance", "reinhard", "macenko")
-PREPROCESS_KEYS = ("scale", "cell_fraction", "zoom_range", "context", "context_diameter", "colour", "background", "lab_reference")
+PREPROCESS_KEYS = ("scale", "cell_fraction", "zoom_range", "context", "context_diameter", "colour", "background", "lab_reference",
+                   "reencode", "reencode_quality")
 _OD_TABLE = -np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)  # optical density of each 8-bit level
 
 
@@ -186,6 +191,8 @@ class Preprocess:
     colour: str
     background: tuple[float, float, float]
     lab_reference: tuple[float, ...]
+    reencode: str
+    reencode_quality: int
 
     def __post_init__(self) -> None:
         if self.resize_mode not in RESIZE_MODES:
@@ -203,6 +210,9 @@ class Preprocess:
                 f"data.preprocess.zoom_range={list(self.zoom_range)} / cell_fraction={self.cell_fraction}: "
                 "need 0 < min ≤ 1 ≤ max and 0 < cell_fraction < 1."
             )
+        if self.reencode not in REENCODE_FORMATS or not 1 <= self.reencode_quality <= 100:
+            raise ConfigError(f"data.preprocess.reencode={self.reencode!r} / reencode_quality={self.reencode_quality}: "
+                              f"use one of {REENCODE_FORMATS} and a quality from 1 to 100.")
         if len(self.background) != 3 or len(self.lab_reference) != 6:
             raise ConfigError("data.preprocess.background needs 3 numbers (RGB) and data.preprocess.lab_reference 6 (LAB means, LAB stds).")
 
@@ -215,6 +225,7 @@ class Preprocess:
             zoom_range=tuple(float(z) for z in p["zoom_range"]), context=str(p["context"]), context_diameter=float(p["context_diameter"]),
             colour=str(p["colour"]),
             background=tuple(float(v) for v in p["background"]), lab_reference=tuple(float(v) for v in p["lab_reference"]),
+            reencode=str(p["reencode"]), reencode_quality=int(p["reencode_quality"]),
         )
 
     @classmethod
@@ -227,6 +238,8 @@ class Preprocess:
     def describe(self) -> dict:
         """Plain settings (cache key, checkpoint metadata, metrics.json)."""
         plain = dataclasses.asdict(self)
+        if self.reencode == "none":  # off: the settings caches and checkpoints had before the option existed (same keys)
+            del plain["reencode"], plain["reencode_quality"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
 
     def colour_step(self, img: np.ndarray) -> np.ndarray:
@@ -247,4 +260,6 @@ class Preprocess:
             out = cell_crop(img, self.image_size, self.cell_fraction, self.zoom_range)
         else:
             out = resize_image(img, self.image_size, self.resize_mode)
-        return suppress_context(out, background, self.context_diameter) if background is not None else out
+        if background is not None:
+            out = suppress_context(out, background, self.context_diameter)
+        return reencode(out, self.reencode, self.reencode_quality)
