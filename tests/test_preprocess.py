@@ -112,6 +112,8 @@ def test_reencode_is_lossy_deterministic_validated_and_keyed():
     coarse = np.abs(make_preprocess(reencode="jpeg", reencode_quality=10)(img).astype(int) - img).mean()
     assert coarse > np.abs(make_preprocess(reencode="jpeg", reencode_quality=95)(img).astype(int) - img).mean()
     assert "reencode" not in plain.describe()  # off: caches and checkpoints from before the option keep their keys
+    for prep in (plain, make_preprocess(reencode="webp", reencode_quality=70, scale="cell")):
+        assert Preprocess.from_description(prep.describe()) == prep  # export metadata → the same preprocessing
     with pytest.raises(ConfigError, match="preprocess.reencode"):
         make_preprocess(reencode="png")
     with pytest.raises(ConfigError, match="reencode_quality"):

@@ -235,6 +235,15 @@ class Preprocess:
 
         return cls.from_data_cfg(image_size, resize_mode, yaml_defaults("data/_common.yaml", ["preprocess"])["preprocess"])
 
+    @classmethod
+    def from_description(cls, described: Mapping[str, Any]) -> Preprocess:
+        """Back from `describe()` (export metadata); settings it leaves out (options that were off) are the defaults."""
+        from bloodcell.config import yaml_defaults
+
+        plain = dict(described)
+        image_size, resize_mode = plain.pop("image_size"), plain.pop("resize_mode")
+        return cls.from_data_cfg(image_size, resize_mode, {**yaml_defaults("data/_common.yaml", ["preprocess"])["preprocess"], **plain})
+
     def describe(self) -> dict:
         """Plain settings (cache key, checkpoint metadata, metrics.json)."""
         plain = dataclasses.asdict(self)

@@ -3,7 +3,7 @@
 The graph takes images already passed through the checkpoint's `Preprocess` (size × size uint8, NHWC by default,
 or NCHW) and does the rest inside: uint8 → float, the backbone's own mean/std, network(s), softmax, the weighted
 average of an ensemble's members. `Preprocess` (colour and magnification normalisation: numpy/OpenCV) cannot live
-in a graph, so it travels as metadata: a caller applies `Preprocess(**metadata["preprocess"])` (or the same steps
+in a graph, so it travels as metadata: a caller applies `Preprocess.from_description(metadata["preprocess"])` (or the same steps
 in its own language) to each decoded RGB image first; `load_exported` does exactly that in Python.
 
 Every export is checked at once: the file is loaded back (ONNX Runtime, or `torch.jit.load`) and its probabilities
@@ -76,7 +76,7 @@ def export_metadata(members: Sequence[Member], prep: Preprocess, layout: str, fm
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", k], "meaning": "softmax probabilities"},
         "image_size": s,
         "preprocess": prep.describe(),
-        "preprocess_note": "apply bloodcell.data.preprocess.Preprocess(**preprocess) to each decoded RGB uint8 image before the graph",
+        "preprocess_note": "apply bloodcell.data.preprocess.Preprocess.from_description(preprocess) to each decoded RGB image first",
         "members": [{**m.describe(), "mean": list(m.module.model.mean), "std": list(m.module.model.std)} for m in members],
         "normalisation": "inside the graph: (pixel - 255*mean) / (255*std) per member",
     }
@@ -165,7 +165,7 @@ class ExportedModel:
     @property
     def preprocess(self) -> Preprocess:
         """The Preprocess each decoded image must pass through first, rebuilt from the metadata."""
-        return Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["preprocess"].items()})
+        return Preprocess.from_description(self.metadata["preprocess"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for preprocessed N×S×S×3 uint8 images (converted to the graph's layout here)."""
