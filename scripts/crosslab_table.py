@@ -43,8 +43,13 @@ ROWS = {
     "gpu_robust": "H100: `experiment=robust trainer=gpu` (20 epochs)",
     "pipeline_webp": "CPU: the baseline trained from the 96 px WebP copy the H100 rows used (`pbc96.zip`)",
     "pipeline_webp_s7": "the same, seed 7",
+    "pipeline_bicubic": "CPU: the baseline trained from a BICUBIC 96 px copy (lossless PNG)",
+    "pipeline_box_webp": "CPU: the baseline trained from a BOX (the cache's resize) 96 px copy stored as WebP 85",
+    "reencode_webp_eval": "`pipeline_box_webp`'s weights with `data.preprocess.reencode=webp` (every test image re-encoded too)",
+    "fourier_reencode": "`batch_augment=fourier` + `data.preprocess.reencode=webp` (`experiment=robust` + re-encoding)",
 }
-NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",  # see the docs' footnotes
+NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
+         "pipeline_bicubic": "*", "pipeline_box_webp": "*",  # see the docs' footnotes
          "randconv": "†", "randconv_tta_scales": "†", "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}
 
 

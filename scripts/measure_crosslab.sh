@@ -47,6 +47,7 @@ declare -A ROWS=(
   [pipeline_box_webp]="data.root=$(realpath -m "$OUT/copy_pipeline_box_webp")"
   [reencode_webp]="data.preprocess.reencode=webp"
   [fourier_reencode]="batch_augment=fourier data.preprocess.reencode=webp"   # experiment=robust + the re-encoding
+  [train_webp]="augment.train_webp.p=1.0"   # the WebP copy's compression as a training-only augmentation step
 )
 # rows trained from a resized/re-encoded copy of pbc128: scripts/resized_copy.py's arguments and the copy's folder
 declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_bicubic]="--resample bicubic"
@@ -55,7 +56,7 @@ declare -A COPY_DIR=([pipeline_webp]="$PBC96" [pipeline_bicubic]="$OUT/copy_pipe
                      [pipeline_box_webp]="$OUT/copy_pipeline_box_webp")
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
-       reencode_webp fourier_reencode)
+       reencode_webp fourier_reencode train_webp)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # rows trained from another copy of the images: scored on pbc128's own test split like every row (their checkpoint names the copy)
