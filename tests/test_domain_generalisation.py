@@ -73,6 +73,22 @@ def test_pipeline_switches_turn_the_stain_ops_on():
     assert tuple(affine.scale["x"]) == (0.5, 1.5)
 
 
+def test_train_webp_compresses_every_training_image_first_and_is_off_by_default():
+    """`augment.train_webp.p=1` WebP-compresses each training image before the other ops (the measured WebP-copy
+    effect as a training-only step); off by default it draws nothing, so the pipeline's random stream is unchanged."""
+    off = build_train_transform(compose("train", ["augment=pipeline", "paths.output_dir=/tmp"]).augment, seed=0)
+    on = build_train_transform(compose("train", ["augment=pipeline", "augment.train_webp.p=1.0",
+                                                 "augment.train_webp.quality=[60,60]", "paths.output_dir=/tmp"]).augment, seed=0)
+    first_off, first_on = off.transforms[0], on.transforms[0]
+    assert isinstance(first_on, A.ImageCompression) and first_on.p == 1.0 and first_off.p == 0.0
+    assert first_on.compression_type == "webp" and tuple(first_on.quality_range) == (60, 60)
+    img = read_image(next(iter(sorted(SAMPLE.rglob("*.jpg")))))[:96, :96].copy()
+    compressed = first_on(image=img)["image"]
+    assert compressed.shape == img.shape and 0 < np.abs(compressed.astype(int) - img.astype(int)).mean() < 10
+    assert np.array_equal(compressed, first_on(image=img)["image"])  # a fixed quality: the same pixels every epoch
+    assert np.array_equal(first_off(image=img)["image"], img)
+
+
 @pytest.mark.parametrize("name", ["randconv", "fourier", "randconv_fourier"])
 def test_batch_domain_ops_are_seeded_and_change_style_not_shape(name):
     ops = build_batch_augment(compose("train", [f"batch_augment={name}", "paths.output_dir=/tmp"]).batch_augment)
