@@ -46,7 +46,7 @@ ROWS = {
     "pipeline_bicubic": "CPU: the baseline trained from a BICUBIC 96 px copy (lossless PNG)",
     "pipeline_box_webp": "CPU: the baseline trained from a BOX (the cache's resize) 96 px copy stored as WebP 85",
     "reencode_webp_eval": "`pipeline_box_webp`'s weights with `data.preprocess.reencode=webp` (every test image re-encoded too)",
-    "fourier_reencode": "`batch_augment=fourier` + `data.preprocess.reencode=webp` (`experiment=robust` + re-encoding)",
+    "train_webp": "`augment.train_webp.p=1.0` (WebP 85 on every training image first; test images as stored)",
 }
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
          "pipeline_bicubic": "*", "pipeline_box_webp": "*",  # see the docs' footnotes

@@ -16,8 +16,9 @@ page; checkpoints store it, so a model is always fed what it was trained on. Ste
    colour, so the red-cell field (which differs between labs and patients) cannot serve as a shortcut.
 4. re-encoding (`preprocess.reencode=webp|jpeg` at `reencode_quality`): a lossy encode/decode of the final
    image, so every image loses its finest detail (sensor noise, sharpening, its archive's own compression) the
-   same way whatever its source. Issue 12's training-copy rows found that a WebP-85 training copy transferred
-   better to another lab; this makes it a setting applied alike to training, evaluation and prediction.
+   same way whatever its source (e.g. a lab whose archive is lossy). Measured (issue 12): a WebP-85 *training* copy
+   transferred better to another lab, but re-encoding the test images as well gave that back (zheng2 0.58 → 0.53, clean
+   0.969 → 0.976); the training-only form is `augment.train_webp`.
 """
 from __future__ import annotations
 
