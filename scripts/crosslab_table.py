@@ -49,7 +49,7 @@ ROWS = {
     "train_webp": "`augment.train_webp.p=1.0` (WebP 85 on every training image first; test images as stored)",
 }
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
-         "pipeline_bicubic": "*", "pipeline_box_webp": "*",  # see the docs' footnotes
+         "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*",  # see the docs' footnotes
          "randconv": "†", "randconv_tta_scales": "†", "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}
 
 
