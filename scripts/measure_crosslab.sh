@@ -42,39 +42,39 @@ declare -A ROWS=(
   [stain_scale_mixstyle]="$COMBO"
   [stain_scale_mixstyle_cell]="data.preprocess.scale=cell $COMBO"
   [robust]=""   # experiment=robust: the same config as fourier (tests/test_robust_preset.py checks it)
-  [pipeline_webp]="data.root=$PBC96"   # the baseline trained from the 96 px WebP copy the GPU machine uses
-  [pipeline_bicubic]="data.root=$(realpath -m "$OUT/copy_pipeline_bicubic")"
-  [pipeline_box_webp]="data.root=$(realpath -m "$OUT/copy_pipeline_box_webp")"
+  [pipeline_webp]=""      # trained from a copy (COPY_ARGS below): the baseline from the 96 px WebP copy the GPU machine uses
+  [pipeline_bicubic]=""
+  [pipeline_box_webp]=""
   [reencode_webp]="data.preprocess.reencode=webp"
   [fourier_reencode]="batch_augment=fourier data.preprocess.reencode=webp"   # experiment=robust + the re-encoding
   [train_webp]="augment.train_webp.p=1.0"   # the WebP copy's compression as a training-only augmentation step
 )
-# rows trained from a resized/re-encoded copy of pbc128: scripts/resized_copy.py's arguments and the copy's folder
+# rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
+# pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
 declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_bicubic]="--resample bicubic"
                       [pipeline_box_webp]="--resample box --webp 85")
-declare -A COPY_DIR=([pipeline_webp]="$PBC96" [pipeline_bicubic]="$OUT/copy_pipeline_bicubic"
-                     [pipeline_box_webp]="$OUT/copy_pipeline_box_webp")
+copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy_$1"; }
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp)
 [ $# -gt 0 ] && ORDER=("$@")
 
-# rows trained from another copy of the images: scored on pbc128's own test split like every row (their checkpoint names the copy)
-declare -A TEST_DATA=([pipeline_webp]="data=pbc128 split=test" [pipeline_bicubic]="data=pbc128 split=test"
-                      [pipeline_box_webp]="data=pbc128 split=test")
-
-evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (TEST_DATA of this $row) + benchmark sets + cross-lab, then lab shift
+evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (pbc128's for a copy row) + benchmark sets + cross-lab, then lab shift
   local name=$1 ckpt=$2; shift 2
   # shellcheck disable=SC2086
-  evaluate "eval_$name" "'$ckpt'" ${TEST_DATA[$row]:-} benchmark_dir="$OUT/bench" "crosslab=[$CROSSLAB]" "$@"
+  evaluate "eval_$name" "'$ckpt'" ${COPY_ARGS[$row]:+data=pbc128 split=test} benchmark_dir="$OUT/bench" "crosslab=[$CROSSLAB]" "$@"
   evaluate "labshift_$name" "'$ckpt'" data=folder data.root="$OUT/labshift" data.cache_dir="$OUT/cache" "$@"
 }
 
 for row in "${ORDER[@]}"; do
   run="$row$SUFFIX"
-  # shellcheck disable=SC2086
-  [ -z "${COPY_ARGS[$row]:-}" ] || [ -d "${COPY_DIR[$row]}" ] || python scripts/resized_copy.py ../shared/data/pbc128 "${COPY_DIR[$row]}" ${COPY_ARGS[$row]}
   overrides=${ROWS[$row]}
+  if [ -n "${COPY_ARGS[$row]:-}" ]; then
+    copy=$(copy_dir "$row")
+    # shellcheck disable=SC2086
+    [ -d "$copy" ] || python scripts/resized_copy.py ../shared/data/pbc128 "$copy" ${COPY_ARGS[$row]}
+    overrides="data.root=$copy $overrides"
+  fi
   if [ "$row" = robust ]; then   # the preset carries its own settings; same 8 epochs, no wall-clock stop
     train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false
   else
