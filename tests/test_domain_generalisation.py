@@ -89,6 +89,19 @@ def test_train_webp_compresses_every_training_image_first_and_is_off_by_default(
     assert np.array_equal(first_off(image=img)["image"], img)
 
 
+def test_train_webp_degrades_as_much_as_the_measured_webp_copy():
+    """The training step (OpenCV's WebP encoder via Albumentations) stands in for the measured copy (PIL's WebP at the
+    same quality, `reencode`): the two encoders differ pixel for pixel, but must lose about as much of the image."""
+    from bloodcell.data.images import reencode, resize_image
+
+    step = build_train_transform(compose("train", ["augment=pipeline", "augment.train_webp.p=1.0",
+                                                   "paths.output_dir=/tmp"]).augment, seed=0).transforms[0]
+    images = [resize_image(read_image(f), 96) for f in sorted(SAMPLE.rglob("*.jpg"))[::30]]
+    loss_step = np.mean([np.abs(step(image=i)["image"].astype(int) - i).mean() for i in images])
+    loss_copy = np.mean([np.abs(reencode(i, "webp", 85).astype(int) - i).mean() for i in images])
+    assert loss_copy > 0.5 and 0.75 < loss_step / loss_copy < 1.33, (loss_step, loss_copy)
+
+
 @pytest.mark.parametrize("name", ["randconv", "fourier", "randconv_fourier"])
 def test_batch_domain_ops_are_seeded_and_change_style_not_shape(name):
     ops = build_batch_augment(compose("train", [f"batch_augment={name}", "paths.output_dir=/tmp"]).batch_augment)
