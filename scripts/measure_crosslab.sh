@@ -13,6 +13,8 @@
 # reencode_webp: the WebP re-encoding as a preprocessing setting (data.preprocess.reencode=webp): the box_webp copy's
 # training pixels, and evaluation images re-encoded the same way.
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
+# Run one instance at a time on a 2-core machine: two side by side each took ~740 s/epoch (pipeline_bicubic and
+# pipeline_box_webp) against ~190-240 s/epoch alone, i.e. twice the total time (loader workers and torch threads thrash).
 set -euo pipefail
 OUT=${1:-outputs/measure_crosslab}; shift || true
 SEV="[3]"
