@@ -45,6 +45,7 @@ ROWS = {
     "pipeline_webp_s7": "the same, seed 7",
     "pipeline_bicubic": "CPU: the baseline trained from a BICUBIC 96 px copy (lossless PNG)",
     "pipeline_box_webp": "CPU: the baseline trained from a BOX (the cache's resize) 96 px copy stored as WebP 85",
+    "pipeline_box_webp_s7": "the same, seed 7",
     "reencode_webp_eval": "`pipeline_box_webp`'s weights with `data.preprocess.reencode=webp` (every test image re-encoded too)",
     "train_webp": "`augment.train_webp.p=1.0` (WebP 85 on every training image first; test images as stored)",
     "train_webp_s7": "the same, seed 7",
@@ -52,7 +53,7 @@ ROWS = {
     "fourier_train_webp_s7": "the same, seed 7",
 }
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
-         "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*", "train_webp_s7": "*",  # see the docs' footnotes
+         "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*", "train_webp_s7": "§", "fourier_train_webp": "*",  # see the docs' footnotes
          "randconv": "†", "randconv_tta_scales": "†", "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}
 
 
