@@ -53,7 +53,8 @@ ROWS = {
     "fourier_train_webp_s7": "the same, seed 7",
 }
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
-         "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*", "train_webp_s7": "§", "fourier_train_webp": "*",  # see the docs' footnotes
+         "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*",  # see the docs' footnotes
+         "train_webp_s7": "§", "fourier_train_webp": "*",
          "randconv": "†", "randconv_tta_scales": "†", "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡"}
 
 
