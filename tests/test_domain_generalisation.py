@@ -15,7 +15,7 @@ from bloodcell.augment.domain import FourierAmplitudeMix, RandConv
 from bloodcell.augment.gpu import build_batch_augment
 from bloodcell.checkpoint import load_module
 from bloodcell.config import compose
-from bloodcell.data.images import read_image
+from bloodcell.data.images import read_image, reencode, resize_image
 from bloodcell.data.preprocess import find_nucleus
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.inference import tta_views, zoom
@@ -92,8 +92,6 @@ def test_train_webp_compresses_every_training_image_first_and_is_off_by_default(
 def test_train_webp_degrades_as_much_as_the_measured_webp_copy():
     """The training step (OpenCV's WebP encoder via Albumentations) stands in for the measured copy (PIL's WebP at the
     same quality, `reencode`): the two encoders differ pixel for pixel, but must lose about as much of the image."""
-    from bloodcell.data.images import reencode, resize_image
-
     step = build_train_transform(compose("train", ["augment=pipeline", "augment.train_webp.p=1.0",
                                                    "paths.output_dir=/tmp"]).augment, seed=0).transforms[0]
     images = [resize_image(read_image(f), 96) for f in sorted(SAMPLE.rglob("*.jpg"))[::30]]
