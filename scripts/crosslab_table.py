@@ -44,6 +44,7 @@ ROWS = {
     "pipeline_webp": "CPU: the baseline trained from the 96 px WebP copy the H100 rows used (`pbc96.zip`)",
     "pipeline_webp_s7": "the same, seed 7",
     "pipeline_bicubic": "CPU: the baseline trained from a BICUBIC 96 px copy (lossless PNG)",
+    "pipeline_bicubic_s7": "the same, seed 7",
     "pipeline_box_webp": "CPU: the baseline trained from a BOX (the cache's resize) 96 px copy stored as WebP 85",
     "pipeline_box_webp_s7": "the same, seed 7",
     "reencode_webp_eval": "`pipeline_box_webp`'s weights with `data.preprocess.reencode=webp` (every test image re-encoded too)",
