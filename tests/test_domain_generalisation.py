@@ -73,13 +73,17 @@ def test_pipeline_switches_turn_the_stain_ops_on():
     assert tuple(affine.scale["x"]) == (0.5, 1.5)
 
 
+def first_train_op(*overrides: str) -> A.BasicTransform:
+    """The first op of `augment=pipeline`'s training transform with these overrides (where `train_webp` sits)."""
+    cfg = compose("train", ["augment=pipeline", *overrides, "paths.output_dir=/tmp"])
+    return build_train_transform(cfg.augment, seed=0).transforms[0]
+
+
 def test_train_webp_compresses_every_training_image_first_and_is_off_by_default():
     """`augment.train_webp.p=1` WebP-compresses each training image before the other ops (the measured WebP-copy
     effect as a training-only step); off by default it draws nothing, so the pipeline's random stream is unchanged."""
-    off = build_train_transform(compose("train", ["augment=pipeline", "paths.output_dir=/tmp"]).augment, seed=0)
-    on = build_train_transform(compose("train", ["augment=pipeline", "augment.train_webp.p=1.0",
-                                                 "augment.train_webp.quality=[60,60]", "paths.output_dir=/tmp"]).augment, seed=0)
-    first_off, first_on = off.transforms[0], on.transforms[0]
+    first_off = first_train_op()
+    first_on = first_train_op("augment.train_webp.p=1.0", "augment.train_webp.quality=[60,60]")
     assert isinstance(first_on, A.ImageCompression) and first_on.p == 1.0 and first_off.p == 0.0
     assert first_on.compression_type == "webp" and tuple(first_on.quality_range) == (60, 60)
     img = read_image(next(iter(sorted(SAMPLE.rglob("*.jpg")))))[:96, :96].copy()
@@ -92,8 +96,7 @@ def test_train_webp_compresses_every_training_image_first_and_is_off_by_default(
 def test_train_webp_degrades_as_much_as_the_measured_webp_copy():
     """The training step (OpenCV's WebP encoder via Albumentations) stands in for the measured copy (PIL's WebP at the
     same quality, `reencode`): the two encoders differ pixel for pixel, but must lose about as much of the image."""
-    step = build_train_transform(compose("train", ["augment=pipeline", "augment.train_webp.p=1.0",
-                                                   "paths.output_dir=/tmp"]).augment, seed=0).transforms[0]
+    step = first_train_op("augment.train_webp.p=1.0")
     images = [resize_image(read_image(f), 96) for f in sorted(SAMPLE.rglob("*.jpg"))[::30]]
     loss_step = np.mean([np.abs(step(image=i)["image"].astype(int) - i).mean() for i in images])
     loss_copy = np.mean([np.abs(reencode(i, "webp", 85).astype(int) - i).mean() for i in images])
