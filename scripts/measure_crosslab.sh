@@ -51,15 +51,17 @@ declare -A ROWS=(
   [fourier_reencode]="batch_augment=fourier data.preprocess.reencode=webp"   # experiment=robust + the re-encoding
   [train_webp]="augment.train_webp.p=1.0"   # the WebP copy's compression as a training-only augmentation step
   [fourier_train_webp]="batch_augment=fourier augment.train_webp.p=1.0"   # experiment=robust + that step
+  [fourier_bicubic]="batch_augment=fourier"   # experiment=robust trained from the BICUBIC copy (pipeline_bicubic's)
 )
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
 declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_bicubic]="--resample bicubic"
-                      [pipeline_box_webp]="--resample box --webp 85")
-copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy_$1"; }
+                      [pipeline_box_webp]="--resample box --webp 85" [fourier_bicubic]="--resample bicubic")
+declare -A SAME_COPY=([fourier_bicubic]=pipeline_bicubic)   # rows that train from another row's copy (same arguments)
+copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy_${SAME_COPY[$1]:-$1}"; }
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
-       reencode_webp fourier_reencode train_webp fourier_train_webp)
+       reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (pbc128's for a copy row) + benchmark sets + cross-lab, then lab shift
