@@ -74,7 +74,7 @@ tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs p
 
 # -- phase 2: side by side ------------------------------------------------------------------------------------------
 PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
-want gpu_best && (train_run gpu_best experiment=gpu_best "$TRAINER") &
+want gpu_best && (train_run gpu_best experiment=gpu_best "$TRAINER"; pack_run gpu_best) &
 want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
 want batch_pipeline && (train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
 want robust && (train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
