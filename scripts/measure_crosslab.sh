@@ -11,7 +11,9 @@
 # scripts/resized_copy.py into PBC96=DIR), scored on pbc128 like every row. pipeline_bicubic (BICUBIC, lossless PNG) and
 # pipeline_box_webp (the cache's BOX resize, then WebP 85) separate its two differences; their copies go to OUT/copy_ROW.
 # reencode_webp: the WebP re-encoding as a preprocessing setting (data.preprocess.reencode=webp): the box_webp copy's
-# training pixels, and evaluation images re-encoded the same way.
+# training pixels, and evaluation images re-encoded the same way. downsample_bicubic / fourier_downsample_bicubic: the
+# BICUBIC copy's pixels through data.preprocess.downsample=bicubic, which also shrinks the evaluation images that way
+# (a copy row's test and cross-lab images go through the default BOX).
 # SEED=7 adds a second seed (run folders get a _s7 suffix). Table: python scripts/crosslab_table.py OUT
 # Run one instance at a time on a 2-core machine: two side by side each took ~740 s/epoch (pipeline_bicubic and
 # pipeline_box_webp) against ~190-240 s/epoch alone, i.e. twice the total time (loader workers and torch threads thrash).
@@ -52,6 +54,8 @@ declare -A ROWS=(
   [train_webp]="augment.train_webp.p=1.0"   # the WebP copy's compression as a training-only augmentation step
   [fourier_train_webp]="batch_augment=fourier augment.train_webp.p=1.0"   # experiment=robust + that step
   [fourier_bicubic]="batch_augment=fourier"   # experiment=robust trained from the BICUBIC copy (pipeline_bicubic's)
+  [downsample_bicubic]="data.preprocess.downsample=bicubic"   # the copy's resampling as a preprocessing setting
+  [fourier_downsample_bicubic]="batch_augment=fourier data.preprocess.downsample=bicubic"   # experiment=robust + it
 )
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
@@ -61,7 +65,8 @@ declare -A SAME_COPY=([fourier_bicubic]=pipeline_bicubic)   # rows that train fr
 copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy_${SAME_COPY[$1]:-$1}"; }
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
-       reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic)
+       reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
+       fourier_downsample_bicubic)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (pbc128's for a copy row) + benchmark sets + cross-lab, then lab shift

@@ -120,6 +120,28 @@ def test_reencode_is_lossy_deterministic_validated_and_keyed():
         make_preprocess(reencode="webp", reencode_quality=0)
 
 
+def test_downsample_filter_is_sharper_than_box_validated_and_keyed():
+    """`data.preprocess.downsample=bicubic` changes only how images are shrunk: same size/dtype, no randomness, a
+    different cache key; at `box` (the default) the description is the one every existing cache and checkpoint has."""
+    img = smear(128, 12, (64, 64))  # pbc128's size → 96 px: a non-integer factor, where the two filters differ most
+    box, bicubic = make_preprocess(), make_preprocess(downsample="bicubic")
+    out = bicubic(img)
+    assert out.shape == (96, 96, 3) and out.dtype == np.uint8 and np.array_equal(out, bicubic(img))
+    assert not np.array_equal(out, box(img))
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    fine = [(np.diff(p(noise).astype(float), axis=1) ** 2).mean() for p in (box, bicubic)]
+    assert fine[1] < 0.7 * fine[0]  # the wider cubic kernel lets through less of what 96 px cannot hold (aliasing)
+    cell = smear(300, 30, (150, 150))  # the magnification normaliser's zoomed crop is shrunk with the same filter
+    assert not np.array_equal(make_preprocess(scale="cell", downsample="bicubic")(cell), make_preprocess(scale="cell")(cell))
+    same_size = smear(96, 20, (48, 48))
+    assert np.array_equal(bicubic(same_size), box(same_size))  # nothing to shrink: the filter is never used
+    assert "downsample" not in box.describe() and bicubic.describe()["downsample"] == "bicubic"
+    for prep in (box, bicubic, make_preprocess(downsample="bicubic", scale="cell")):
+        assert Preprocess.from_description(prep.describe()) == prep
+    with pytest.raises(ConfigError, match="preprocess.downsample"):
+        make_preprocess(downsample="nearest")
+
+
 def test_checkpoint_data_config_from_before_an_option_gets_its_default():
     """A stored data config without `preprocess.reencode` (older checkpoints) loads with re-encoding off."""
     from bloodcell.data.datamodule import with_data_defaults
@@ -129,7 +151,7 @@ def test_checkpoint_data_config_from_before_an_option_gets_its_default():
                                                          "background": [250, 230, 205], "lab_reference": [0, 0, 0, 1, 1, 1]}}
     merged = with_data_defaults(old)
     prep = Preprocess.from_data_cfg(96, merged["resize_mode"], merged["preprocess"])
-    assert (prep.scale, prep.cell_fraction, prep.reencode) == ("cell", 0.4, "none")
+    assert (prep.scale, prep.cell_fraction, prep.reencode, prep.downsample) == ("cell", 0.4, "none", "box")
 
 
 def test_white_balance_maps_the_background_to_the_reference():
@@ -159,6 +181,7 @@ def normalised_checkpoint(tmp_path_factory, cache_dir) -> str:
     overrides = ["data=sample", "model=small_cnn", "trainer.fast_dev_run=true", "test=false", "evaluate=false", "~logger.tensorboard",
                  "data.image_size=48", "data.preprocess.scale=cell", "data.preprocess.colour=white_balance",
                  "data.preprocess.context=suppress", "data.preprocess.reencode=webp", "data.preprocess.reencode_quality=70",
+                 "data.preprocess.downsample=bicubic",
                  f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", *FAST]
     train(compose("train", overrides))
     return str(out / "checkpoints" / "fast_dev_run.ckpt")
@@ -170,7 +193,7 @@ def test_checkpoint_round_trip_feeds_the_same_pixels_everywhere(normalised_check
     module = load_module(normalised_checkpoint)
     prep = module.preprocessing
     assert (prep.image_size, prep.scale, prep.colour, prep.context) == (48, "cell", "white_balance", "suppress")
-    assert (prep.reencode, prep.reencode_quality) == ("webp", 70)
+    assert (prep.reencode, prep.reencode_quality, prep.downsample) == ("webp", 70, "bicubic")
     assert torch.load(normalised_checkpoint, weights_only=True)["bloodcell"]["preprocess"] == prep.describe()
 
     own, _ = datamodule_for(module, None, {"eval_num_workers": 0})

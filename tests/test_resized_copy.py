@@ -56,3 +56,20 @@ def test_preprocess_reencode_gives_the_box_webp_copys_pixels(tmp_path):
     for src in sorted(p for p in SAMPLE.glob("*/*") if p.is_file())[:5]:
         copied = np.asarray(Image.open(tmp_path / "box_webp" / src.parent.name / f"{src.stem}.webp").convert("RGB"))
         np.testing.assert_array_equal(prep(read_image(src)), copied)
+
+
+def test_preprocess_downsample_bicubic_gives_the_bicubic_copys_pixels(tmp_path):
+    """`data.preprocess.downsample=bicubic` feeds exactly the pixels of the measured lossless `--resample bicubic`
+    copy (pipeline_bicubic), so a model trained with the option sees what that row's model saw."""
+    from dataclasses import replace
+
+    from bloodcell.data.images import read_image
+    from bloodcell.data.preprocess import Preprocess
+
+    resized_copy.main([str(SAMPLE), str(tmp_path / "bicubic"), "--size", "32", "--resample", "bicubic"])
+    prep = Preprocess.resize_only(32)
+    bicubic = replace(prep, downsample="bicubic")
+    for src in sorted(p for p in SAMPLE.glob("*/*") if p.is_file())[:5]:
+        copied = np.asarray(Image.open(tmp_path / "bicubic" / src.parent.name / f"{src.stem}.png"))
+        np.testing.assert_array_equal(bicubic(read_image(src)), copied)
+        assert not np.array_equal(prep(read_image(src)), copied)  # the default (BOX) is not that copy

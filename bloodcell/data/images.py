@@ -97,11 +97,19 @@ def pixel_hash(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def resize_image(arr: np.ndarray, size: int, mode: str = "center_crop") -> np.ndarray:
-    """Square size×size RGB uint8: centre crop to square (as MedMNIST), squash, or pad with edge colour."""
+DOWNSAMPLE_FILTERS = {"box": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC}
+
+
+def resize_image(arr: np.ndarray, size: int, mode: str = "center_crop", downsample: str = "box") -> np.ndarray:
+    """Square size×size RGB uint8: centre crop to square (as MedMNIST), squash, or pad with edge colour.
+
+    Shrinking uses `downsample`: BOX (area average; the default every cache was built with) or BICUBIC (PIL's
+    antialiased cubic kernel, wider than the box: less aliasing at non-integer factors); enlarging is always bicubic."""
     h, w = arr.shape[:2]
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode {mode!r} is not one of {RESIZE_MODES}")
+    if downsample not in DOWNSAMPLE_FILTERS:
+        raise ValueError(f"downsample filter {downsample!r} is not one of {tuple(DOWNSAMPLE_FILTERS)}")
     if mode == "center_crop" and h != w:
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
@@ -113,8 +121,7 @@ def resize_image(arr: np.ndarray, size: int, mode: str = "center_crop") -> np.nd
     if arr.shape[0] == size and arr.shape[1] == size:
         return np.ascontiguousarray(arr)
     img = Image.fromarray(arr)
-    # BOX when shrinking (area average, no aliasing), bicubic when enlarging.
-    resample = Image.Resampling.BOX if arr.shape[0] >= size else Image.Resampling.BICUBIC
+    resample = DOWNSAMPLE_FILTERS[downsample] if arr.shape[0] >= size else Image.Resampling.BICUBIC
     return np.asarray(img.resize((size, size), resample=resample), dtype=np.uint8)
 
 
