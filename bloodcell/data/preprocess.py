@@ -13,8 +13,8 @@ page; checkpoints store it, so a model is always fed what it was trained on. Ste
    cells at ~0.7× the PBC size); absolute size in pixels does not transfer, relative size (to the red cells
    around it) does, and the network still sees those. Shrinking uses `preprocess.downsample`: `box` (area average,
    what every cache was built with) or `bicubic` (PIL's antialiased cubic kernel: wider, so at a non-integer factor
-   such as 128 → 96 px less of the finest detail aliases into the result). Measured (issue 12): the same recipe trained from a
-   BICUBIC copy of pbc128 scored clean 0.977 at two seeds (BOX 0.974) and zheng2 0.545 (BOX 0.475).
+   such as 128 → 96 px less of the finest detail aliases into the result). Measured (issue 12, two seeds, 8 epochs):
+   zheng2 0.54 vs BOX's 0.475 at the same clean accuracy (0.974); trained BICUBIC but tested BOX, clean was 0.977.
 3. context (`preprocess.context=suppress`): fade the field outside a disc around the nucleus to the background
    colour, so the red-cell field (which differs between labs and patients) cannot serve as a shortcut.
 4. re-encoding (`preprocess.reencode=webp|jpeg` at `reencode_quality`): a lossy encode/decode of the final
