@@ -55,6 +55,8 @@ ROWS = {
     "fourier_bicubic": "`batch_augment=fourier` (`experiment=robust`) trained from the BICUBIC copy; test images through the cache's BOX",
     "fourier_downsample_bicubic": "`batch_augment=fourier data.preprocess.downsample=bicubic` (the same pixels in training; test images shrunk alike)",
     "fourier_downsample_bicubic_s7": "the same, seed 7",
+    "bicubic_eval": "`pipeline_bicubic`'s weights with `data.preprocess.downsample=bicubic` (= the option: test images shrunk BICUBIC too)",
+    "bicubic_eval_s7": "the same, seed 7",
     "scale_wide": "`augment.scale_range=[0.5,1.6]` (wider scale augmentation alone)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
 }
