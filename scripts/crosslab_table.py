@@ -53,7 +53,8 @@ ROWS = {
     "fourier_train_webp": "`batch_augment=fourier augment.train_webp.p=1.0` (`experiment=robust` + the WebP training step)",
     "fourier_train_webp_s7": "the same, seed 7",
     "fourier_bicubic": "`batch_augment=fourier` (`experiment=robust`) trained from the BICUBIC copy; test images through the cache's BOX",
-    "fourier_downsample_bicubic": "`batch_augment=fourier data.preprocess.downsample=bicubic` (the same pixels in training; test images shrunk alike)",
+    "fourier_downsample_bicubic": ("`batch_augment=fourier data.preprocess.downsample=bicubic` "
+                                   "(the same pixels in training; test images shrunk alike)"),
     "fourier_downsample_bicubic_s7": "the same, seed 7",
     "bicubic_eval": "`pipeline_bicubic`'s weights with `data.preprocess.downsample=bicubic` (= the option: test images shrunk BICUBIC too)",
     "bicubic_eval_s7": "the same, seed 7",
@@ -63,7 +64,8 @@ ROWS = {
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
          "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*",  # see the docs' footnotes
          "train_webp_s7": "§", "fourier_train_webp": "*",
-         "randconv": "†", "randconv_tta_scales": "†", "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡", "gpu_best": "‡"}
+         "randconv": "†", "randconv_tta_scales": "†",
+         "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡", "gpu_best": "‡"}
 
 
 SEED_SUFFIX = re.compile(r"_s(\d+)$")  # NAME = seed 42, NAME_s7 = seed 7, ...
