@@ -120,7 +120,7 @@ def test_reencode_is_lossy_deterministic_validated_and_keyed():
         make_preprocess(reencode="webp", reencode_quality=0)
 
 
-def test_downsample_filter_is_sharper_than_box_validated_and_keyed():
+def test_downsample_filter_aliases_less_than_box_validated_and_keyed():
     """`data.preprocess.downsample=bicubic` changes only how images are shrunk: same size/dtype, no randomness, a
     different cache key; at `box` (the default) the description is the one every existing cache and checkpoint has."""
     img = smear(128, 12, (64, 64))  # pbc128's size → 96 px: a non-integer factor, where the two filters differ most

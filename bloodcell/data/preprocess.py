@@ -107,7 +107,7 @@ def find_nucleus(img: np.ndarray) -> NucleusBox | None:
 
 
 def cell_crop(img: np.ndarray, size: int, cell_fraction: float, zoom_range: tuple[float, float],
-              downsample: str = "box") -> np.ndarray:
+              downsample: str) -> np.ndarray:
     """size×size crop centred on the nucleus, zoomed so it spans `cell_fraction` of the side (zoom limited)."""
     h, w = img.shape[:2]
     s = min(h, w)
