@@ -168,3 +168,22 @@ def test_bad_settings_are_config_errors():
         gpu.GaussNoise(p=2)
     with pytest.raises(ConfigError, match="quality"):
         gpu.JpegLike(quality=(0, 50))
+
+
+def test_pipeline_fourier_is_the_pipeline_then_fourier_mixing(pipeline, photo):
+    """One preset extends another through `extra_ops` (Hydra replaces lists): pipeline's ops unchanged, Fourier last."""
+    from bloodcell.config import compose
+    from bloodcell.evaluation.model_card import augment_summary
+
+    cfg = compose("train", ["experiment=gpu_best", "batch_augment=pipeline_fourier", "paths.output_dir=/tmp"])
+    built = gpu.build_batch_augment(cfg.batch_augment)
+    assert [type(m).__name__ for m in built] == PIPELINE_OPS + ["FourierAmplitudeMix"]
+    assert [repr(m) for m in built][:-1] == [repr(m) for m in pipeline]
+    x = as_batch(photo, 8)
+    seed_global_rngs(5)
+    a = built(x)
+    seed_global_rngs(5)
+    assert torch.equal(a, built(x)) and a.dtype == torch.uint8
+    assert "FourierAmplitudeMix" in "\n".join(augment_summary(cfg))  # the model card lists the extra op too
+    with pytest.raises(ConfigError, match="batch_augment.extra_ops must be a list"):
+        gpu.build_batch_augment({"ops": [], "extra_ops": {"_target_": "bloodcell.augment.domain.FourierAmplitudeMix"}})

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bloodcell.augment.gpu import batch_op_list
 from bloodcell.config import to_plain
 
 CARD_NAME = "model_card.md"
@@ -37,9 +38,9 @@ def augment_summary(cfg: Any) -> list[str]:
     aug = to_plain(cfg.get("augment")) or {}
     ops = [str(op.get("_target_", "?")).rsplit(".", 1)[-1] for op in aug.get("train") or [] if isinstance(op, dict)]
     lines = [f"- per-sample (`augment={aug.get('name', '?')}`): {', '.join(ops) or 'none'}"]
-    batch = to_plain(cfg.get("batch_augment")) or {}
-    if batch.get("ops"):
-        lines.append(f"- on-device batch ops: {', '.join(str(o.get('_target_', '?')).rsplit('.', 1)[-1] for o in batch['ops'])}")
+    batch_ops = batch_op_list(cfg.get("batch_augment"))
+    if batch_ops:
+        lines.append(f"- on-device batch ops: {', '.join(str(o.get('_target_', '?')).rsplit('.', 1)[-1] for o in batch_ops)}")
     mix = to_plain(cfg.get("mix")) or {}
     if mix.get("enabled"):
         lines.append(f"- CutMix/MixUp: mixup α {mix.get('mixup_alpha')}, cutmix α {mix.get('cutmix_alpha')}, prob {mix.get('prob')}")

@@ -14,6 +14,10 @@
 #   batch_pipeline  the same with augment=none batch_augment=pipeline (the parity candidate)
 #   robust          python train.py experiment=robust trainer=gpu (issue 12's GPU preset)
 #   syncs           benchmarks/syncs.py --cuda (torch's own sync detector over real steps)
+#   gpu_best_fourier  experiment=gpu_best batch_augment=pipeline_fourier, seed $SEED (default 42): issue 12's candidate
+#                   for the GPU preset (run as gpu_best_fourier_s$SEED); give it a call of its own like gpu_best
+# NODE_EVAL=0 skips the node's test-split evaluation and cross-lab scoring (evaluate=false, no crosslab): the
+# checkpoint comes back and is scored here on the 128 px originals anyway, and it saves ~40 s of a 15-minute budget.
 # Arguments pick steps (default: all): `bash scripts/gpu/window.sh pipeline syncs gpu_best` runs only those, in the
 # same phases. Measured 2026-11-26 on one H100 (docs/results/gpu/README.md): setup 25 s, overhead 236 s, pipeline
 # 109 s; side by side cpu_pipeline/batch_pipeline ~160 s each, robust (20 epochs) did not finish beside the others
@@ -52,7 +56,8 @@ step() {  # step NAME command...: full log in $LOGS/NAME.log (tail in the call's
 }
 train_run() {  # train_run NAME overrides...: a run folder in $W, its summary and metrics kept
   local name=$1; shift
-  step "$name" python3 train.py "$@" "${QUIET[@]}" "${SHORT[@]}" "crosslab=[$ZHENG2]" hydra.run.dir="$W/$name"
+  local scoring=("crosslab=[$ZHENG2]"); [ "${NODE_EVAL:-1}" = 0 ] && scoring=(evaluate=false)
+  step "$name" python3 train.py "$@" "${QUIET[@]}" "${SHORT[@]}" "${scoring[@]}" hydra.run.dir="$W/$name"
   cp "$W/$name/summary.json" "$LOGS/${name}_summary.json" 2>/dev/null || true
   cp "$W/$name/logs/metrics.csv" "$LOGS/${name}_metrics.csv" 2>/dev/null || true
   cp "$W/$name/eval/crosslab.json" "$LOGS/${name}_crosslab.json" 2>/dev/null || true
@@ -75,6 +80,8 @@ tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs p
 # -- phase 2: side by side ------------------------------------------------------------------------------------------
 PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
 want gpu_best && (train_run gpu_best experiment=gpu_best "$TRAINER"; pack_run gpu_best) &
+want gpu_best_fourier && (train_run "gpu_best_fourier_s${SEED:-42}" experiment=gpu_best batch_augment=pipeline_fourier "$TRAINER" \
+  seed="${SEED:-42}"; pack_run "gpu_best_fourier_s${SEED:-42}") &
 want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
 want batch_pipeline && (train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
 want robust && (train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &

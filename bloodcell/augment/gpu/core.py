@@ -181,16 +181,33 @@ def _allowed_targets() -> str:
     return " or ".join(p.rstrip(".") for p in TRUSTED_BATCH_OP_PREFIXES)
 
 
-def build_batch_augment(cfg: Any) -> BatchAugment | None:
-    """`{"ops": [...]}` (or a bare list) → BatchAugment; None / no ops → None (off)."""
+def batch_op_list(cfg: Any) -> list:
+    """The op entries of a `batch_augment` config: `ops`, then `extra_ops` (or a bare list).
+
+    `extra_ops` lets one preset extend another through its defaults list (conf/batch_augment/pipeline_fourier.yaml
+    is pipeline.yaml's ops plus Fourier mixing) instead of copying its list: Hydra replaces lists, it never appends.
+    """
     if cfg is None:
-        return None
+        return []
     cfg = to_plain(cfg)
-    ops = cfg.get("ops") if isinstance(cfg, Mapping) else cfg
+    if not isinstance(cfg, Mapping):
+        return _checked_ops(cfg, "batch_augment.ops")
+    return _checked_ops(cfg.get("ops"), "batch_augment.ops") + _checked_ops(cfg.get("extra_ops"), "batch_augment.extra_ops")
+
+
+def _checked_ops(ops: Any, key: str) -> list:
+    if not ops:
+        return []
+    if isinstance(ops, (Mapping, str)):
+        raise ConfigError(f"{key} must be a list of ops (each with a _target_), e.g. conf/batch_augment/basic.yaml.")
+    return list(ops)
+
+
+def build_batch_augment(cfg: Any) -> BatchAugment | None:
+    """`{"ops": [...], "extra_ops": [...]}` (or a bare list) → BatchAugment; None / no ops → None (off)."""
+    ops = batch_op_list(cfg)
     if not ops:
         return None
-    if isinstance(ops, Mapping) or isinstance(ops, str):
-        raise ConfigError("batch_augment.ops must be a list of ops (each with a _target_), e.g. conf/batch_augment/basic.yaml.")
     built: list[nn.Module] = []
     for i, op in enumerate(ops):
         target = str(op.get("_target_", "")) if isinstance(op, Mapping) else ""
