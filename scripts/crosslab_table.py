@@ -60,12 +60,16 @@ ROWS = {
     "bicubic_eval_s7": "the same, seed 7",
     "scale_wide": "`augment.scale_range=[0.5,1.6]` (wider scale augmentation alone)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
+    "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",
+    "gpu_best_fourier_s7": "the same, seed 7",
+    "ens_gpu_best_fourier2": "ensemble: `gpu_best_fourier` + `gpu_best_fourier_s7` averaged (`ckpt=[A,B]`)",
 }
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
          "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*",  # see the docs' footnotes
          "train_webp_s7": "§", "fourier_train_webp": "*",
          "randconv": "†", "randconv_tta_scales": "†",
-         "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡", "gpu_best": "‡"}
+         "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡", "gpu_best": "‡",
+         "gpu_best_fourier": "‡", "gpu_best_fourier_s7": "‡"}
 
 
 SEED_SUFFIX = re.compile(r"_s(\d+)$")  # NAME = seed 42, NAME_s7 = seed 7, ...
