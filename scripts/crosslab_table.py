@@ -59,6 +59,7 @@ ROWS = {
     "bicubic_eval": "`pipeline_bicubic`'s weights with `data.preprocess.downsample=bicubic` (= the option: test images shrunk BICUBIC too)",
     "bicubic_eval_s7": "the same, seed 7",
     "scale_wide": "`augment.scale_range=[0.5,1.6]` (wider scale augmentation alone)",
+    "fourier_mix": "`batch_augment=fourier` + CutMix/MixUp as in `gpu_best` (α 0.2 / 1.0, p 0.5, off for the last 2 of 8 epochs)",
     "context": "`data.preprocess.scale=cell data.preprocess.context=suppress` (the scale normaliser + the field around the cell faded)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
     "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",

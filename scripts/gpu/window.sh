@@ -9,7 +9,7 @@
 #              host over 50 steady steps in each path (profile_<model>_{plain,framework}.txt: where the per-step cost is)
 #   pipeline   the same for effnet_lite0 with batch_augment=pipeline (framework vs model-only without batch ops)
 # Phase 2, side by side until the deadline (their wall times are upper bounds: they share the GPU and the CPUs):
-#   gpu_best        python train.py experiment=gpu_best (clean test + zheng2)
+#   gpu_best        python train.py experiment=gpu_best (clean test + zheng2); with SEED=N: seed N, run gpu_best_sN
 #   cpu_pipeline    experiment=pbc128_lite0_staged augment=pipeline, 8 epochs (the parity reference)
 #   batch_pipeline  the same with augment=none batch_augment=pipeline (the parity candidate)
 #   robust          python train.py experiment=robust trainer=gpu (issue 12's GPU preset)
@@ -79,7 +79,7 @@ tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs p
 
 # -- phase 2: side by side ------------------------------------------------------------------------------------------
 PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
-want gpu_best && (train_run gpu_best experiment=gpu_best "$TRAINER"; pack_run gpu_best) &
+want gpu_best && (train_run "gpu_best${SEED:+_s$SEED}" experiment=gpu_best "$TRAINER" seed="${SEED:-42}"; pack_run "gpu_best${SEED:+_s$SEED}") &
 want gpu_best_fourier && (train_run "gpu_best_fourier_s${SEED:-42}" experiment=gpu_best batch_augment=pipeline_fourier "$TRAINER" \
   seed="${SEED:-42}"; pack_run "gpu_best_fourier_s${SEED:-42}") &
 want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
