@@ -14,8 +14,8 @@
 #   batch_pipeline  the same with augment=none batch_augment=pipeline (the parity candidate)
 #   robust          python train.py experiment=robust trainer=gpu (issue 12's GPU preset)
 #   syncs           benchmarks/syncs.py --cuda (torch's own sync detector over real steps)
-#   gpu_best_fourier  experiment=gpu_best batch_augment=pipeline_fourier, seed $SEED (default 42): issue 12's candidate
-#                   for the GPU preset (run as gpu_best_fourier_s$SEED); give it a call of its own like gpu_best
+#   gpu_best_fourier  experiment=gpu_best batch_augment=pipeline_fourier (same SEED rule): issue 12's candidate
+#                   for the GPU preset; give it a call of its own like gpu_best
 # NODE_EVAL=0 skips the node's test-split evaluation and cross-lab scoring (evaluate=false, no crosslab): the
 # checkpoint comes back and is scored here on the 128 px originals anyway, and it saves ~40 s of a 15-minute budget.
 # Arguments pick steps (default: all): `bash scripts/gpu/window.sh pipeline syncs gpu_best` runs only those, in the
@@ -79,9 +79,10 @@ tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs p
 
 # -- phase 2: side by side ------------------------------------------------------------------------------------------
 PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
-want gpu_best && (train_run "gpu_best${SEED:+_s$SEED}" experiment=gpu_best "$TRAINER" seed="${SEED:-42}"; pack_run "gpu_best${SEED:+_s$SEED}") &
-want gpu_best_fourier && (train_run "gpu_best_fourier_s${SEED:-42}" experiment=gpu_best batch_augment=pipeline_fourier "$TRAINER" \
-  seed="${SEED:-42}"; pack_run "gpu_best_fourier_s${SEED:-42}") &
+RUN_SUFFIX=${SEED:+_s$SEED}   # SEED=N names the run NAME_sN (unset: seed 42, the plain name)
+want gpu_best && (train_run "gpu_best$RUN_SUFFIX" experiment=gpu_best "$TRAINER" seed="${SEED:-42}"; pack_run "gpu_best$RUN_SUFFIX") &
+want gpu_best_fourier && (train_run "gpu_best_fourier$RUN_SUFFIX" experiment=gpu_best batch_augment=pipeline_fourier "$TRAINER" \
+  seed="${SEED:-42}"; pack_run "gpu_best_fourier$RUN_SUFFIX") &
 want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
 want batch_pipeline && (train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
 want robust && (train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
