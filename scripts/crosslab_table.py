@@ -2,13 +2,18 @@
 
     python scripts/crosslab_table.py OUT                                   # results.md/json/png (4 decimals, seed means)
     python scripts/crosslab_table.py OUT --docs README.md docs/results/crosslab/README.md   # + the rounded tables there
+    python scripts/crosslab_table.py OUT --previous docs/results/crosslab/results.json --docs ...   # + earlier rows
 Columns: clean test accuracy, Bmk, mean corruption accuracy (severity 3), lab-shift copy accuracy, and per cross-lab folder
 accuracy and macro recall over the classes it holds; seconds per epoch and epochs from the training summary.
 The documentation tables (OUT/results_docs.md) add what each row is (ROWS, in table order) and the per-class recall on
 the first cross-lab folder; `--docs FILE ...` replaces the tables with the same header line in those files.
+`--previous JSON` keeps the rows of an earlier results.json (the committed one) that OUT does not hold, since a measurement
+folder does not outlive its machine; their per-class recall comes from the crosslab_<row>.json files beside that JSON.
+A row measured again in OUT replaces its earlier figures.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -143,7 +148,19 @@ def plot(rows: list[dict], cols: list[str], png: Path) -> None:
     plt.close(fig)
 
 
-def docs_tables(out: Path, rows: list[dict], means: list[dict]) -> list[list[str]]:
+def with_previous(rows: list[dict], previous: Path) -> list[dict]:
+    """Earlier rows (a results.json) OUT does not hold, in their order, then OUT's rows: a row measured again wins."""
+    measured = {r["method"] for r in rows}
+    return [r for r in load(previous).get("rows", []) if r["method"] not in measured] + rows
+
+
+def crosslab_result(out: Path, name: str, previous_dir: Path | None) -> dict:
+    """A row's crosslab.json: from OUT/eval_NAME, else the committed copy crosslab_NAME.json beside --previous."""
+    fresh = out / f"eval_{name}" / "crosslab.json"
+    return load(fresh if fresh.is_file() or previous_dir is None else previous_dir / f"crosslab_{name}.json")
+
+
+def docs_tables(out: Path, rows: list[dict], means: list[dict], previous_dir: Path | None = None) -> list[list[str]]:
     """The rounded tables of the README and docs/results/crosslab: rows with descriptions, seed means, per-class recall."""
     by_name = {r["method"]: r for r in rows}
     order = [n for n in ROWS if n in by_name] + [n for n in by_name if n not in ROWS]
@@ -166,7 +183,7 @@ def docs_tables(out: Path, rows: list[dict], means: list[dict]) -> list[list[str
             f"{m[c]:.3f} ± {m[c + '_half_range']:.3f}" if c in m else "" for c in cols) + " |")
     per_class = []
     for n in order:
-        result = load(out / f"eval_{n}" / "crosslab.json").get("folders", {}).get(folder)
+        result = crosslab_result(out, n, previous_dir).get("folders", {}).get(folder)
         if result:
             if not per_class:
                 classes = result["classes_present"]
@@ -188,8 +205,10 @@ def replace_tables(path: Path, tables: list[list[str]]) -> int:
     return done
 
 
-def main(out: Path, docs: list[Path] | None = None) -> None:
-    rows = collect(out)
+def main(out: Path, docs: list[Path] | None = None, previous: Path | None = None) -> None:
+    if previous is not None and not previous.is_file():
+        sys.exit(f"--previous {previous}: no such results.json (the committed one is docs/results/crosslab/results.json)")
+    rows = collect(out) if previous is None else with_previous(collect(out), previous)
     cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "method"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and v <= 1.0 else ("" if v is None else str(v))  # noqa: E731
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -205,14 +224,16 @@ def main(out: Path, docs: list[Path] | None = None) -> None:
     (out / "results.json").write_text(json.dumps({"rows": rows, "seed_means": means}, indent=1))
     plot(rows, metric_cols, out / "results.png")
     print("\n".join(lines))
-    tables = docs_tables(out, rows, means)
+    tables = docs_tables(out, rows, means, previous.parent if previous else None)
     (out / "results_docs.md").write_text("\n\n".join("\n".join(t) for t in tables) + "\n")
     for path in docs or []:
         print(f"{path}: {replace_tables(path, tables)} table(s) updated")
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not args or args[0].startswith("-"):
-        sys.exit(__doc__)
-    main(Path(args[0]), [Path(a) for a in args[2:]] if len(args) > 1 and args[1] == "--docs" else None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the measure_crosslab.sh output folder")
+    parser.add_argument("--previous", type=Path, help="an earlier results.json whose rows OUT lacks are kept")
+    parser.add_argument("--docs", type=Path, nargs="+", help="markdown files whose tables are replaced")
+    args = parser.parse_args()
+    main(args.out, args.docs, args.previous)

@@ -98,3 +98,28 @@ def test_crosslab_docs_tables_describe_rows_and_replace_tables_in_place(tmp_path
     doc.write_text(f"intro\n\n{per_class[0]}\n|---|\n| old | 0 |\n\nafter\n")
     assert table.replace_tables(doc, [rounded, per_class]) == 1
     assert doc.read_text() == "intro\n\n" + "\n".join(per_class) + "\n\nafter\n"
+
+
+def test_crosslab_table_keeps_earlier_rows_and_a_remeasured_row_wins(tmp_path):
+    """`--previous results.json`: rows OUT lacks come from the earlier table (their per-class recall from the committed
+    crosslab_<row>.json beside it); a row OUT measured again replaces its earlier figures and per-class recall."""
+    spec = importlib.util.spec_from_file_location("crosslab_table", SCRIPT.parent / "crosslab_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    docs, out = tmp_path / "docs", tmp_path / "out"
+    docs.mkdir()
+    earlier = [{"method": "pipeline", "test_acc": 0.972, "zheng2_acc": 0.47, "zheng2_macro_recall": 0.585},
+               {"method": "fourier", "test_acc": 0.974, "zheng2_acc": 0.59, "zheng2_macro_recall": 0.663}]
+    (docs / "results.json").write_text(json.dumps({"rows": earlier, "seed_means": []}))
+    for where, recall in ((docs / "crosslab_pipeline.json", 0.25), (docs / "crosslab_fourier.json", 0.1),
+                          (out / "eval_fourier" / "crosslab.json", 0.5)):
+        where.parent.mkdir(parents=True, exist_ok=True)
+        folder = {"classes_present": ["lymphocyte"], "recall": {"lymphocyte": recall}, "macro_f1": 0.6}
+        where.write_text(json.dumps({"folders": {"zheng2": folder}}))
+    remeasured = [{"method": "fourier", "test_acc": 0.97, "zheng2_acc": 0.61, "zheng2_macro_recall": 0.7}]
+    rows = table.with_previous(remeasured, docs / "results.json")
+    assert [(r["method"], r["zheng2_acc"]) for r in rows] == [("pipeline", 0.47), ("fourier", 0.61)]
+    *_, per_class = table.docs_tables(out, rows, [], docs)
+    assert per_class[2:] == ["| pipeline | 0.25 | 0.600 |", "| fourier | 0.50 | 0.600 |"]
+    with pytest.raises(SystemExit, match="no such results.json"):
+        table.main(out, previous=docs / "missing.json")
