@@ -66,6 +66,8 @@ ROWS = {
     "scale_wide": "`augment.scale_range=[0.5,1.6]` (wider scale augmentation alone)",
     "fourier_mix": "`batch_augment=fourier` + CutMix/MixUp as in `gpu_best` (α 0.2 / 1.0, p 0.5, off for the last 2 of 8 epochs)",
     "context": "`data.preprocess.scale=cell data.preprocess.context=suppress` (the scale normaliser + the field around the cell faded)",
+    "fourier_128": "`batch_augment=fourier data.image_size=128` (`experiment=robust` at the files' native 128 px)",
+    "lite1_fourier": "`batch_augment=fourier model=effnet_lite1` (`experiment=robust` on EfficientNet-Lite1, 96 px)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
     "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",
     "gpu_best_fourier_s7": "the same, seed 7",

