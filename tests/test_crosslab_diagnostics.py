@@ -9,15 +9,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "crosslab_diagnostics.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """A script under scripts/ as a module (they are run as files, not installed)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def diag():
-    spec = importlib.util.spec_from_file_location("crosslab_diagnostics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("crosslab_diagnostics")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_script("crosslab_table")
 
 
 def test_em_recovers_a_shifted_class_prior(diag):
@@ -62,11 +72,8 @@ def test_class_prior_counts_canonical_folders(diag, tmp_path):
     assert prior.sum() == pytest.approx(1.0)
 
 
-def test_crosslab_table_means_over_seeds():
+def test_crosslab_table_means_over_seeds(table):
     """scripts/crosslab_table.py: NAME and NAME_s7 are one method at two seeds; single-seed rows get no mean."""
-    spec = importlib.util.spec_from_file_location("crosslab_table", SCRIPT.parent / "crosslab_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
     rows = [{"method": "randconv", "zheng2_acc": 0.58, "test_acc": 0.967}, {"method": "randconv_s7", "zheng2_acc": 0.54, "test_acc": 0.964},
             {"method": "pipeline", "zheng2_acc": 0.47, "test_acc": 0.972}]
     (mean,) = table.seed_means(rows, ["zheng2_acc", "test_acc"])
@@ -75,12 +82,9 @@ def test_crosslab_table_means_over_seeds():
     assert mean["test_acc"] == pytest.approx(0.9655)
 
 
-def test_crosslab_docs_tables_describe_rows_and_replace_tables_in_place(tmp_path):
+def test_crosslab_docs_tables_describe_rows_and_replace_tables_in_place(table, tmp_path):
     """`crosslab_table.py OUT --docs FILE`: rows in the documented order with their descriptions, seed means, per-class
     recall from each row's crosslab.json; the table with the same header in FILE is replaced, the text around it kept."""
-    spec = importlib.util.spec_from_file_location("crosslab_table", SCRIPT.parent / "crosslab_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
     for name, recall in (("fourier", 0.5), ("pipeline", 0.25)):
         (tmp_path / f"eval_{name}").mkdir()
         folder = {"classes_present": ["lymphocyte", "monocyte"], "recall": {"lymphocyte": recall, "monocyte": 1.0}, "macro_f1": 0.6}
@@ -100,12 +104,9 @@ def test_crosslab_docs_tables_describe_rows_and_replace_tables_in_place(tmp_path
     assert doc.read_text() == "intro\n\n" + "\n".join(per_class) + "\n\nafter\n"
 
 
-def test_crosslab_table_keeps_earlier_rows_and_a_remeasured_row_wins(tmp_path):
+def test_crosslab_table_keeps_earlier_rows_and_a_remeasured_row_wins(table, tmp_path):
     """`--previous results.json`: rows OUT lacks come from the earlier table (their per-class recall from the committed
     crosslab_<row>.json beside it); a row OUT measured again replaces its earlier figures and per-class recall."""
-    spec = importlib.util.spec_from_file_location("crosslab_table", SCRIPT.parent / "crosslab_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
     docs, out = tmp_path / "docs", tmp_path / "out"
     docs.mkdir()
     earlier = [{"method": "pipeline", "test_acc": 0.972, "zheng2_acc": 0.47, "zheng2_macro_recall": 0.585},
