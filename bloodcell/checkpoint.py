@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from bloodcell.config import check_trusted_targets
-from bloodcell.errors import CheckpointError
+from bloodcell.errors import BloodcellError, CheckpointError
 from bloodcell.module import BloodCellModule
 
 # Model-config keys that fetch initial weights; irrelevant (and possibly offline-breaking) when the
@@ -76,3 +76,44 @@ def check_resume_compatible(path: str | Path, module: BloodCellModule) -> None:
             f"ckpt_path={path} was trained with a different setup ({'; '.join(diffs)}); resume with the run's own "
             "config, or start a new run in another hydra.run.dir."
         )
+
+
+def weight_space_ensemble(paths: list[str | Path], weights: list[float] | None = None) -> dict:
+    """One checkpoint whose weights are the convex combination of `paths`' weights (WiSE-FT, model soups).
+
+    The members must be the same model on the same classes, image size and preprocessing (checked; usually
+    epochs or phases of one run). The result is the last member's checkpoint with the combined `state_dict`,
+    without optimizer or resume state, and the recipe under `checkpoint["bloodcell"]["weight_ensemble"]`.
+    """
+    from bloodcell.models.weight_space import convex_weights, interpolate_state_dicts
+
+    weights = convex_weights(weights, len(paths))
+    ckpts = [read_checkpoint(p) for p in paths]
+    last = ckpts[-1]["hyper_parameters"]
+    drop = set(WEIGHT_SOURCE_KEYS)
+    for path, ckpt in zip(paths[:-1], ckpts[:-1]):
+        hp = ckpt["hyper_parameters"]
+        diffs = config_differences(hp.get("classes"), last.get("classes"), "classes")
+        diffs += config_differences(hp.get("image_size"), last.get("image_size"), "data.image_size")
+        diffs += config_differences(ckpt["bloodcell"].get("preprocess"), ckpts[-1]["bloodcell"].get("preprocess"), "preprocess")
+        diffs += config_differences(
+            {k: v for k, v in (hp.get("model") or {}).items() if k not in drop},
+            {k: v for k, v in (last.get("model") or {}).items() if k not in drop}, "model",
+        )
+        if diffs:
+            raise CheckpointError(
+                f"ckpt={path} cannot be averaged with ckpt={paths[-1]}: {'; '.join(diffs[:5])}. "
+                "Average checkpoints of one run (its epochs or phases), not different models."
+            )
+    try:
+        state = interpolate_state_dicts([c["state_dict"] for c in ckpts], weights)
+    except BloodcellError as exc:
+        raise CheckpointError(f"ckpt={[str(p) for p in paths]}: {exc}") from None
+    keep = ("hyper_parameters", "bloodcell", "epoch", "global_step", "pytorch-lightning_version")
+    out = {k: v for k, v in ckpts[-1].items() if k in keep}
+    out["state_dict"] = state
+    out["bloodcell"] = {
+        **ckpts[-1]["bloodcell"],
+        "weight_ensemble": {"members": [str(Path(p).resolve()) for p in paths], "weights": weights},
+    }
+    return out

