@@ -36,7 +36,11 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> BloodCellModule:
     """Rebuild the trained module from a checkpoint alone (config, classes, size, normalisation, weights)."""
-    ckpt = read_checkpoint(path)
+    return module_from_checkpoint(read_checkpoint(path), path, map_location)
+
+
+def module_from_checkpoint(ckpt: dict, path: str | Path, map_location: str | torch.device = "cpu") -> BloodCellModule:
+    """`load_module` for a checkpoint dict already read (`path` names it in errors and in `module.checkpoint_path`)."""
     hp = dict(ckpt["hyper_parameters"])
     check_trusted_targets(hp.get("model", {}), f"ckpt={path} model config")
     hp["model"] = {**hp["model"], **{k: v for k, v in WEIGHT_SOURCE_KEYS.items() if k in hp["model"]}}
@@ -85,7 +89,7 @@ def weight_space_ensemble(paths: list[str | Path], weights: list[float] | None =
     epochs or phases of one run). The result is the last member's checkpoint with the combined `state_dict`,
     without optimizer or resume state, and the recipe under `checkpoint["bloodcell"]["weight_ensemble"]`.
     """
-    from bloodcell.models.weight_space import convex_weights, interpolate_state_dicts
+    from bloodcell.models.weight_space import convex_weights, differing_batchnorm, interpolate_state_dicts
 
     weights = convex_weights(weights, len(paths))
     ckpts = [read_checkpoint(p) for p in paths]
@@ -114,6 +118,7 @@ def weight_space_ensemble(paths: list[str | Path], weights: list[float] | None =
     out["state_dict"] = state
     out["bloodcell"] = {
         **ckpts[-1]["bloodcell"],
-        "weight_ensemble": {"members": [str(Path(p).resolve()) for p in paths], "weights": weights},
+        "weight_ensemble": {"members": [str(Path(p).resolve()) for p in paths], "weights": weights,
+                            "batchnorm_differs": differing_batchnorm([c["state_dict"] for c in ckpts])},
     }
     return out

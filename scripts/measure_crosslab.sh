@@ -79,6 +79,10 @@ ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pip
        fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs)
 [ $# -gt 0 ] && ORDER=("$@")
 
+weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
+  local out=$1; shift
+  [ -f "$out" ] || python -m bloodcell.tools.weight_ensemble "$@" out="$out" hydra.run.dir="${out%.ckpt}_log"
+}
 evaluate_row() {  # evaluate_row NAME CKPT [extra overrides]: clean test (pbc128's for a copy row) + benchmark sets + cross-lab, then lab shift
   local name=$1 ckpt=$2; shift 2
   # shellcheck disable=SC2086
@@ -108,12 +112,17 @@ for row in "${ORDER[@]}"; do
     pipeline) evaluate_row "tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
     randconv) evaluate_row "randconv_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
     fourier) evaluate_row "fourier_tta_scales$SUFFIX" "$(best "$run")" tta=scales ;;
-    fourier_epochs)  # WiSE-FT (Wortsman et al., CVPR 2022): 0.5 x head-only model + 0.5 x fine-tuned model, alpha fixed a priori
-      head_only=$OUT/$run/checkpoints/best-epoch000.ckpt wise=$OUT/$run/checkpoints/wise_0.5.ckpt
-      evaluate_row "fourier_head_only$SUFFIX" "$head_only"
-      [ -f "$wise" ] || python -m bloodcell.tools.weight_ensemble "ckpts=['$head_only','$(best "$run")']" "weights=[0.5,0.5]" \
-        out="$wise" hydra.run.dir="$OUT/$run/weight_ensemble"
-      evaluate_row "fourier_wise$SUFFIX" "$wise" ;;
+    fourier_epochs)  # weight-space ensembles of the run's own checkpoints (bloodcell.tools.weight_ensemble), fixed a priori:
+      ck=$OUT/$run/checkpoints
+      evaluate_row "fourier_head_only$SUFFIX" "$ck/best-epoch000.ckpt"
+      # WiSE-FT (Wortsman et al., CVPR 2022): 0.5 x head-only + 0.5 x fine-tuned, BatchNorm statistics averaged (bn_images=0)
+      # and re-estimated on 2048 training images (_bn); SWA: the epochs of the second half (4-7) averaged, BatchNorm re-estimated
+      weight_ensemble "$ck/wise_0.5.ckpt" "ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']" bn_images=0
+      weight_ensemble "$ck/wise_0.5_bn.ckpt" "ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']"
+      weight_ensemble "$ck/swa_4-7_bn.ckpt" "ckpts=['$ck/best-epoch004.ckpt','$ck/best-epoch005.ckpt','$ck/best-epoch006.ckpt','$ck/best-epoch007.ckpt']"
+      evaluate_row "fourier_wise$SUFFIX" "$ck/wise_0.5.ckpt"
+      evaluate_row "fourier_wise_bn$SUFFIX" "$ck/wise_0.5_bn.ckpt"
+      evaluate_row "fourier_swa$SUFFIX" "$ck/swa_4-7_bn.ckpt" ;;
   esac
 done
 python scripts/crosslab_table.py "$OUT"

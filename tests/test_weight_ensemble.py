@@ -12,7 +12,7 @@ import torch
 from bloodcell.checkpoint import load_module, read_checkpoint, weight_space_ensemble
 from bloodcell.config import compose
 from bloodcell.errors import CheckpointError, ConfigError
-from bloodcell.models.weight_space import convex_weights, interpolate_state_dicts
+from bloodcell.models.weight_space import convex_weights, differing_batchnorm, interpolate_state_dicts, reestimate_batchnorm
 from bloodcell.tools.weight_ensemble import write_weight_ensemble
 from bloodcell.training import train
 from tests.conftest import FAST, ROOT
@@ -98,3 +98,35 @@ def test_weight_ensemble_command(ckpts, tmp_path):
     bad = subprocess.run([*cmd[:3], f"ckpts={ckpts['a']}", f"out={tmp_path / 'y.ckpt'}", f"hydra.run.dir={tmp_path / 'run2'}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "ckpts must be a list" in bad.stderr
+
+
+def test_batchnorm_reestimation_is_the_plain_average_over_the_batches_of_the_named_layers_only():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)).train()
+    kept_mean = model[2].running_mean.clone().fill_(5.0)
+    model[2].running_mean.copy_(kept_mean)
+    batches = [torch.randn(8, 3) * 2 + 1, torch.randn(4, 3) - 3]
+    seen = reestimate_batchnorm(model, batches, ["0"])
+    assert seen == 12 and model.training and model[0].momentum == 0.1  # modes and momentum restored
+    torch.testing.assert_close(model[0].running_mean, torch.stack([b.mean(0) for b in batches]).mean(0))  # not momentum-weighted
+    torch.testing.assert_close(model[0].running_var, torch.stack([b.var(0) for b in batches]).mean(0))  # mean of batch variances
+    assert torch.equal(model[2].running_mean, kept_mean)
+    with pytest.raises(ConfigError, match="not BatchNorm"):
+        reestimate_batchnorm(model, batches, ["1"])
+
+
+def test_only_the_batchnorm_layers_the_members_disagree_on_are_named():
+    a = {"f.running_mean": torch.zeros(2), "f.running_var": torch.ones(2), "t.running_mean": torch.zeros(2), "t.running_var": torch.ones(2)}
+    b = {**a, "t.running_var": torch.full((2,), 2.0)}
+    assert differing_batchnorm([a, b]) == ["t"]
+
+
+def test_ensemble_with_reestimated_batchnorm_records_it_and_loads(ckpts, tmp_path):
+    out = write_weight_ensemble([ckpts["a"], ckpts["b"]], None, tmp_path / "bn.ckpt", bn_images=40)
+    ckpt = read_checkpoint(out)
+    meta = ckpt["bloodcell"]["weight_ensemble"]
+    assert meta["batchnorm_differs"] and meta["batchnorm_reestimated_on"] == {"split": "train", "images": 40, "seed": 0}
+    plain = weight_space_ensemble([ckpts["a"], ckpts["b"]])["state_dict"]
+    key = f"{meta['batchnorm_differs'][0]}.running_mean"
+    assert not torch.allclose(ckpt["state_dict"][key], plain[key])  # re-estimated, not the averaged statistics
+    load_module(out)

@@ -7,7 +7,7 @@ makes sense for models that share one initialisation (the phases or epochs of on
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import torch
 
@@ -56,3 +56,51 @@ def interpolate_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], weight
             acc += w * t.to(torch.float32)
         out[key] = acc.to(last.dtype)
     return out
+
+
+def differing_batchnorm(states: Sequence[Mapping[str, torch.Tensor]]) -> list[str]:
+    """Names of the BatchNorm layers whose running statistics differ between `states` (layers frozen in every
+    member keep identical statistics, which averaging leaves intact)."""
+    names = []
+    for key in states[-1]:
+        if key.endswith(".running_mean"):
+            layer = key.removesuffix(".running_mean")
+            stats = [(s[key], s[f"{layer}.running_var"]) for s in states]
+            if any(not (torch.equal(m, stats[-1][0]) and torch.equal(v, stats[-1][1])) for m, v in stats):
+                names.append(layer)
+    return names
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor], layers: Collection[str]) -> int:
+    """Recompute the running statistics of the BatchNorm `layers` (names in `model.named_modules()`) as the plain
+    average over `batches`, the rest of the model in eval mode; returns the number of images seen.
+
+    Why: averaged weights do not produce the averaged activations, so averaged BatchNorm statistics no longer match
+    the features (the reason SWA re-estimates them, Izmailov et al. 2018). Only the training data is used.
+    """
+    modules = dict(model.named_modules())
+    missing = [n for n in layers if not isinstance(modules.get(n), torch.nn.modules.batchnorm._BatchNorm)]
+    if missing:
+        raise ConfigError(f"not BatchNorm layers of this model: {missing[:5]}")
+    was_training = model.training
+    model.eval()
+    momenta = {}
+    for name in layers:
+        bn = modules[name]
+        momenta[name] = bn.momentum
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over all batches
+        bn.train()
+    seen = 0
+    try:
+        for x in batches:
+            model(x)
+            seen += len(x)
+    finally:
+        for name in layers:
+            modules[name].momentum = momenta[name]
+        model.train(was_training)
+    if seen == 0 and layers:
+        raise ConfigError("no images to re-estimate BatchNorm statistics on (an empty training split?).")
+    return seen
