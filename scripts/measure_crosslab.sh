@@ -66,6 +66,8 @@ declare -A ROWS=(
   # experiment=robust keeping every epoch's checkpoint (epoch 0 = the head-only model on the frozen ImageNet backbone);
   # scored as itself (the fine-tuned end), as fourier_head_only (epoch 0) and as fourier_wise (their weight-space mean)
   [fourier_epochs]="batch_augment=fourier callbacks.model_checkpoint.save_top_k=-1"
+  # experiment=robust with the backbone's BatchNorm layers keeping their ImageNet statistics (never PBC's)
+  [fourier_freeze_bn]="batch_augment=fourier model.freeze_bn=true"
 )
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
@@ -76,7 +78,7 @@ copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
-       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs)
+       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
@@ -115,14 +117,18 @@ for row in "${ORDER[@]}"; do
     fourier_epochs)  # weight-space ensembles of the run's own checkpoints (bloodcell.tools.weight_ensemble), fixed a priori:
       ck=$OUT/$run/checkpoints
       evaluate_row "fourier_head_only$SUFFIX" "$ck/best-epoch000.ckpt"
-      # WiSE-FT (Wortsman et al., CVPR 2022): 0.5 x head-only + 0.5 x fine-tuned, BatchNorm statistics averaged (bn_images=0)
-      # and re-estimated on 2048 training images (_bn); SWA: the epochs of the second half (4-7) averaged, BatchNorm re-estimated
+      # WiSE-FT (Wortsman et al., CVPR 2022): 0.5 x head-only + 0.5 x fine-tuned, BatchNorm statistics averaged, and (_bn)
+      # re-estimated on 2048 clean training images; SWA: epochs 4-7 (the second half) averaged, BatchNorm re-estimated
+      # (fourier_swa) or averaged (fourier_swa_avgbn)
+      epochs47="ckpts=['$ck/best-epoch004.ckpt','$ck/best-epoch005.ckpt','$ck/best-epoch006.ckpt','$ck/best-epoch007.ckpt']"
       weight_ensemble "$ck/wise_0.5.ckpt" "ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']" bn_images=0
-      weight_ensemble "$ck/wise_0.5_bn.ckpt" "ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']"
-      weight_ensemble "$ck/swa_4-7_bn.ckpt" "ckpts=['$ck/best-epoch004.ckpt','$ck/best-epoch005.ckpt','$ck/best-epoch006.ckpt','$ck/best-epoch007.ckpt']"
+      weight_ensemble "$ck/wise_0.5_bn.ckpt" "ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']" bn_images=2048
+      weight_ensemble "$ck/swa_4-7_bn.ckpt" "$epochs47" bn_images=2048
+      weight_ensemble "$ck/swa_4-7.ckpt" "$epochs47" bn_images=0
       evaluate_row "fourier_wise$SUFFIX" "$ck/wise_0.5.ckpt"
       evaluate_row "fourier_wise_bn$SUFFIX" "$ck/wise_0.5_bn.ckpt"
-      evaluate_row "fourier_swa$SUFFIX" "$ck/swa_4-7_bn.ckpt" ;;
+      evaluate_row "fourier_swa$SUFFIX" "$ck/swa_4-7_bn.ckpt"
+      evaluate_row "fourier_swa_avgbn$SUFFIX" "$ck/swa_4-7.ckpt" ;;
   esac
 done
 python scripts/crosslab_table.py "$OUT"

@@ -12,8 +12,8 @@ import torch
 from bloodcell.checkpoint import load_module, read_checkpoint, weight_space_ensemble
 from bloodcell.config import compose
 from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.evaluation.weight_ensemble import write_weight_ensemble
 from bloodcell.models.weight_space import convex_weights, differing_batchnorm, interpolate_state_dicts, reestimate_batchnorm
-from bloodcell.tools.weight_ensemble import write_weight_ensemble
 from bloodcell.training import train
 from tests.conftest import FAST, ROOT
 
