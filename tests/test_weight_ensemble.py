@@ -84,6 +84,8 @@ def test_other_model_or_existing_file_is_refused_and_kept(ckpts, tmp_path):
     with pytest.raises(ConfigError, match="exists"):
         write_weight_ensemble([ckpts["a"], ckpts["b"]], None, out)
     assert out.read_bytes() == b"keep me"
+    with pytest.raises(ConfigError, match="bn_images=-1"):
+        write_weight_ensemble([ckpts["a"], ckpts["b"]], None, tmp_path / "n.ckpt", bn_images=-1)
     with pytest.raises(ConfigError, match="one of the input"):
         write_weight_ensemble([ckpts["a"], ckpts["b"]], None, ckpts["a"], overwrite=True)
 

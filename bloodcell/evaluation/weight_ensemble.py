@@ -39,6 +39,8 @@ def write_weight_ensemble(ckpts: list[str], weights: list[float] | None, out: st
     from bloodcell.checkpoint import weight_space_ensemble
 
     out = Path(out).expanduser()
+    if bn_images < 0:
+        raise ConfigError(f"bn_images={bn_images}: give the number of training images (0 keeps the averaged statistics).")
     if out.exists() and not overwrite:
         raise ConfigError(f"out={out} exists; choose another path or pass overwrite=true to replace it.")
     if out.resolve() in {Path(c).expanduser().resolve() for c in ckpts}:
