@@ -2,8 +2,10 @@
 
 Why: fine-tuning moves a pretrained network towards its training distribution; interpolating between the
 head-only (linear-probe) model of a staged run and its fine-tuned end point (WiSE-FT, Wortsman et al., CVPR 2022)
-keeps part of the pretrained features' robustness at no inference cost. Unlike an ensemble of predictions, this only
-makes sense for models that share one initialisation (the phases or epochs of one run, not different seeds).
+can keep part of the pretrained features' robustness at no inference cost; averaging a run's last epochs (SWA) finds
+flatter minima. Unlike an ensemble of predictions, this only makes sense for models that share one initialisation (the
+phases or epochs of one run, not different seeds). Measured on experiment=robust neither moved another lab's images
+(docs/results/crosslab/README.md): WiSE-FT needs a pretrained end that is robust on its own, which Lite0 + a head is not.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def convex_weights(weights: Sequence[float] | None, n: int) -> list[float]:
 
 
 def interpolate_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Σ wᵢ·stateᵢ for every floating-point tensor (parameters and BatchNorm statistics, in float32, cast back);
+    """Σ wᵢ·stateᵢ for every floating-point tensor (parameters and BatchNorm statistics, in ≥ float32, cast back);
     integer buffers (BatchNorm's num_batches_tracked) are taken from the last state.
 
     `weights` must already be convex (see `convex_weights`); every state must have the same keys and shapes.
@@ -51,9 +53,10 @@ def interpolate_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], weight
         if not last.is_floating_point():
             out[key] = last.clone()
             continue
-        acc = torch.zeros_like(last, dtype=torch.float32)
+        dtype = torch.promote_types(last.dtype, torch.float32)  # half precision summed in float32, float64 kept
+        acc = torch.zeros_like(last, dtype=dtype)
         for w, t in zip(weights, tensors):
-            acc += w * t.to(torch.float32)
+            acc += w * t.to(dtype)
         out[key] = acc.to(last.dtype)
     return out
 
