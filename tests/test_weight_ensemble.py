@@ -12,6 +12,7 @@ import torch
 from bloodcell.checkpoint import load_module, read_checkpoint, weight_space_ensemble
 from bloodcell.config import compose
 from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.evaluation.inference import load_members
 from bloodcell.evaluation.weight_ensemble import write_weight_ensemble
 from bloodcell.models.weight_space import convex_weights, differing_batchnorm, interpolate_state_dicts, reestimate_batchnorm
 from bloodcell.training import train
@@ -67,6 +68,7 @@ def test_checkpoint_ensemble_loads_and_its_ends_are_the_members(ckpts, tmp_path)
         for w in ([1.0, 0.0], [0.0, 2.0]):
             out = write_weight_ensemble([ckpts["a"], ckpts["b"]], w, tmp_path / f"end{w[0]}.ckpt")
             ends.append(load_module(out)(x))
+    assert load_members(out)[0].describe()["weight_ensemble"]["weights"] == [0.0, 1.0]  # metrics.json says what it is
     torch.testing.assert_close(ends[0], want_a)
     torch.testing.assert_close(ends[1], want_b)
     mid = weight_space_ensemble([ckpts["a"], ckpts["b"]], None)

@@ -142,12 +142,16 @@ class Member:
     def describe(self) -> dict:
         """What metrics.json records about this member."""
         model = self.module.hparams.model
-        return {
+        out = {
             "checkpoint": self.path,
             "backbone": str(model.get("backbone", model.get("_target_", "?"))),
             "image_size": int(self.module.hparams.image_size),
             "weight": self.weight,
         }
+        recipe = (getattr(self.module, "checkpoint_meta", None) or {}).get("weight_ensemble")
+        if recipe:  # a weight-space mean of other checkpoints (bloodcell.tools.weight_ensemble): say which
+            out["weight_ensemble"] = recipe
+        return out
 
 
 @dataclass
