@@ -64,17 +64,23 @@ def config_differences(saved: Any, current: Any, prefix: str) -> list[str]:
     return [] if saved == current else [f"{prefix}: checkpoint {str(saved)[:120]} vs config {str(current)[:120]}"]
 
 
+def setup_differences(saved: Any, current: Any) -> list[str]:
+    """What differs between two modules' hyper-parameters in classes, image size and model config (weight sources
+    aside: they only say where the initial weights came from)."""
+    drop = set(WEIGHT_SOURCE_KEYS)
+    diffs = config_differences(saved.get("classes"), current.get("classes"), "classes")
+    diffs += config_differences(saved.get("image_size"), current.get("image_size"), "data.image_size")
+    diffs += config_differences({k: v for k, v in (saved.get("model") or {}).items() if k not in drop},
+                                {k: v for k, v in (current.get("model") or {}).items() if k not in drop}, "model")
+    return diffs
+
+
 def check_resume_compatible(path: str | Path, module: BloodCellModule) -> None:
     """Resuming continues the same model on the same classes and image size; otherwise name what differs.
 
     Also vets the file itself (weights_only=True, bloodcell metadata) before Lightning touches it.
     """
-    saved = read_checkpoint(path)["hyper_parameters"]
-    drop = set(WEIGHT_SOURCE_KEYS)
-    diffs = config_differences(saved.get("classes"), module.hparams.get("classes"), "classes")
-    diffs += config_differences(saved.get("image_size"), module.hparams.get("image_size"), "data.image_size")
-    diffs += config_differences({k: v for k, v in (saved.get("model") or {}).items() if k not in drop},
-                                {k: v for k, v in (module.hparams.get("model") or {}).items() if k not in drop}, "model")
+    diffs = setup_differences(read_checkpoint(path)["hyper_parameters"], module.hparams)
     if diffs:
         raise CheckpointError(
             f"ckpt_path={path} was trained with a different setup ({'; '.join(diffs)}); resume with the run's own "
@@ -93,17 +99,10 @@ def weight_space_ensemble(paths: list[str | Path], weights: list[float] | None =
 
     weights = convex_weights(weights, len(paths))
     ckpts = [read_checkpoint(p) for p in paths]
-    last = ckpts[-1]["hyper_parameters"]
-    drop = set(WEIGHT_SOURCE_KEYS)
+    last = ckpts[-1]
     for path, ckpt in zip(paths[:-1], ckpts[:-1]):
-        hp = ckpt["hyper_parameters"]
-        diffs = config_differences(hp.get("classes"), last.get("classes"), "classes")
-        diffs += config_differences(hp.get("image_size"), last.get("image_size"), "data.image_size")
-        diffs += config_differences(ckpt["bloodcell"].get("preprocess"), ckpts[-1]["bloodcell"].get("preprocess"), "preprocess")
-        diffs += config_differences(
-            {k: v for k, v in (hp.get("model") or {}).items() if k not in drop},
-            {k: v for k, v in (last.get("model") or {}).items() if k not in drop}, "model",
-        )
+        diffs = setup_differences(ckpt["hyper_parameters"], last["hyper_parameters"])
+        diffs += config_differences(ckpt["bloodcell"].get("preprocess"), last["bloodcell"].get("preprocess"), "preprocess")
         if diffs:
             raise CheckpointError(
                 f"ckpt={path} cannot be averaged with ckpt={paths[-1]}: {'; '.join(diffs[:5])}. "
@@ -114,10 +113,10 @@ def weight_space_ensemble(paths: list[str | Path], weights: list[float] | None =
     except BloodcellError as exc:
         raise CheckpointError(f"ckpt={[str(p) for p in paths]}: {exc}") from None
     keep = ("hyper_parameters", "bloodcell", "epoch", "global_step", "pytorch-lightning_version")
-    out = {k: v for k, v in ckpts[-1].items() if k in keep}
+    out = {k: v for k, v in last.items() if k in keep}
     out["state_dict"] = state
     out["bloodcell"] = {
-        **ckpts[-1]["bloodcell"],
+        **last["bloodcell"],
         "weight_ensemble": {"members": [str(Path(p).resolve()) for p in paths], "weights": weights,
                             "batchnorm_differs": differing_batchnorm([c["state_dict"] for c in ckpts])},
     }

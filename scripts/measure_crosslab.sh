@@ -121,8 +121,9 @@ for row in "${ORDER[@]}"; do
       # re-estimated on 2048 clean training images; SWA: epochs 4-7 (the second half) averaged, BatchNorm re-estimated
       # (fourier_swa) or averaged (fourier_swa_avgbn)
       epochs47="ckpts=['$ck/best-epoch004.ckpt','$ck/best-epoch005.ckpt','$ck/best-epoch006.ckpt','$ck/best-epoch007.ckpt']"
-      weight_ensemble "$ck/wise_0.5.ckpt" "ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']" bn_images=0
-      weight_ensemble "$ck/wise_0.5_bn.ckpt" "ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']" bn_images=2048
+      ends="ckpts=['$ck/best-epoch000.ckpt','$(best "$run")']"
+      weight_ensemble "$ck/wise_0.5.ckpt" "$ends" bn_images=0
+      weight_ensemble "$ck/wise_0.5_bn.ckpt" "$ends" bn_images=2048
       weight_ensemble "$ck/swa_4-7_bn.ckpt" "$epochs47" bn_images=2048
       weight_ensemble "$ck/swa_4-7.ckpt" "$epochs47" bn_images=0
       evaluate_row "fourier_wise$SUFFIX" "$ck/wise_0.5.ckpt"

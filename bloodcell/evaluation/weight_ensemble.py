@@ -23,6 +23,7 @@ def with_reestimated_batchnorm(ckpt: dict, n_images: int, name: str, seed: int =
     dm, _ = datamodule_for(module, None, {})
     train = dm.dataset("train", dm.eval_transform)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n_images]  # every class, not the first files
+    # batches of 64: the batch means the measured rows averaged (docs/results/crosslab)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train, order.tolist()), batch_size=64, num_workers=0)
     seen = reestimate_batchnorm(module, (batch[0] for batch in loader), layers)
     meta = {**ckpt["bloodcell"]["weight_ensemble"], "batchnorm_reestimated_on": {"split": "train", "images": seen, "seed": seed}}

@@ -80,7 +80,9 @@ def reestimate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor]
     average over `batches`, the rest of the model in eval mode; returns the number of images seen.
 
     Why: averaged weights do not produce the averaged activations, so averaged BatchNorm statistics no longer match
-    the features (the reason SWA re-estimates them, Izmailov et al. 2018). Only the training data is used.
+    the features (the reason SWA re-estimates them, Izmailov et al. 2018). Only the training data is used. Not
+    torch.optim.swa_utils.update_bn: that resets every BatchNorm layer (here layers frozen in all members keep their
+    statistics) and runs the whole model in train mode (dropout, stochastic depth on).
     """
     modules = dict(model.named_modules())
     missing = [n for n in layers if not isinstance(modules.get(n), torch.nn.modules.batchnorm._BatchNorm)]
