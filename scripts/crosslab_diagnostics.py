@@ -6,6 +6,9 @@
     python scripts/crosslab_diagnostics.py em PREDICTIONS.csv ... [--train-root DIR]
         EM label-shift adaptation (Saerens et al. 2002) of saved cross-lab probabilities (evaluate.py's
         crosslab_<folder>_predictions.csv): re-weights the classes to the folder's estimated class prior
+    python scripts/crosslab_diagnostics.py prior PREDICTIONS.csv ... [--train-root DIR] [--tau 1]
+        post-hoc logit adjustment (Menon et al. 2021) of saved cross-lab probabilities: divide out the training class
+        prior (tau = 1: the decision that is Bayes-optimal for macro recall), i.e. assume nothing about the folder's mix
     python scripts/crosslab_diagnostics.py probe BACKBONE:WEIGHT_SOURCE [--folder DIR] [--train-root DIR]
         linear probe on the frozen ImageNet backbone (no fine-tuning at all): does fine-tuning on PBC cost transfer?
 
@@ -94,14 +97,42 @@ def run_em(args: argparse.Namespace) -> list[dict]:
     prior = class_prior(Path(args.train_root))
     out = []
     for path in args.predictions:
-        with open(path, newline="") as f:
-            table = list(csv.DictReader(f))
-        probs = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in table])
-        labels = np.array([CLASS_NAMES.index(canonical_class(r["true"])) for r in table])
+        probs, labels = read_probabilities(path)
         name = Path(path).parent.name
         out.append(summary(f"{name} as saved", probs, labels))
         adapted, target = em_prior_adaptation(probs, prior)
         out.append(summary(f"{name} + EM prior", adapted, labels) | {"estimated_prior": dict(zip(CLASS_NAMES, target.round(3).tolist()))})
+    return out
+
+
+def logit_adjust(probs: np.ndarray, prior: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """Probabilities re-weighted by prior**-tau and renormalised: argmax of log p - tau log prior (Menon et al. 2021).
+
+    Why: PBC's class mix is how the collection was assembled, not blood's or another lab's; with tau = 1 the decision
+    no longer carries it (the balanced-error-optimal rule for calibrated probabilities). Unlike EM it estimates nothing
+    from the folder, so confident errors cannot reinforce themselves.
+    """
+    weights = np.maximum(prior, 1e-12) ** -tau
+    adjusted = probs * weights
+    return adjusted / adjusted.sum(1, keepdims=True)
+
+
+def read_probabilities(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, class indices) from an evaluation's predictions CSV."""
+    with open(path, newline="") as f:
+        table = list(csv.DictReader(f))
+    probs = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in table])
+    return probs, np.array([CLASS_NAMES.index(canonical_class(r["true"])) for r in table])
+
+
+def run_prior(args: argparse.Namespace) -> list[dict]:
+    prior = class_prior(Path(args.train_root))
+    out = []
+    for path in args.predictions:
+        probs, labels = read_probabilities(path)
+        name = Path(path).parent.name
+        out.append(summary(f"{name} as saved", probs, labels))
+        out.append(summary(f"{name} + logit adjustment tau={args.tau:g}", logit_adjust(probs, prior, args.tau), labels))
     return out
 
 
@@ -154,15 +185,18 @@ def main() -> None:
     zoom.add_argument("--zooms", type=float, nargs="+", default=[1.0, 1.2, 1.4, 1.6, 1.8])
     em = sub.add_parser("em")
     em.add_argument("predictions", nargs="+")
+    prior = sub.add_parser("prior")
+    prior.add_argument("predictions", nargs="+")
+    prior.add_argument("--tau", type=float, default=1.0, help="1 = divide out the training prior (fixed a priori, not tuned)")
     probe = sub.add_parser("probe")
     probe.add_argument("backbone", help="timm name:offline weight source, e.g. tf_efficientnet_lite0:efficientnet_lite0_pypi")
     probe.add_argument("--image-size", type=int, default=96)
-    for p in (zoom, em, probe):
+    for p in (zoom, em, prior, probe):
         p.add_argument("--folder", default=str(DEFAULT_FOLDER))
         p.add_argument("--train-root", default=str(DEFAULT_TRAIN))
         p.add_argument("--json", help="append the results to this JSON file")
     args = parser.parse_args()
-    results = {"zoom": run_zoom, "em": run_em, "probe": run_probe}[args.what](args)
+    results = {"zoom": run_zoom, "em": run_em, "prior": run_prior, "probe": run_probe}[args.what](args)
     if args.json:
         path = Path(args.json)
         saved = json.loads(path.read_text()) if path.is_file() else {}

@@ -19,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
 # row name → what it is, in the order of the documentation tables; rows not listed follow, undescribed
 ROWS = {
     "pipeline": "baseline: `augment=pipeline`",
@@ -75,6 +77,7 @@ ROWS = {
     "fourier_swa": "SWA: the mean of `fourier_epochs`' epochs 4–7 (second half), BatchNorm re-estimated likewise (`bn_images=2048`)",
     "fourier_swa_avgbn": "the same, BatchNorm statistics averaged (`bn_images=0`, the tool's default)",
     "fourier_freeze_bn": "`batch_augment=fourier model.freeze_bn=true` (backbone BatchNorm keeps its ImageNet statistics)",
+    "fourier_unfreeze_all": "`batch_augment=fourier model.unfreeze_stages=-1` (all of the backbone trained after epoch 0, as `gpu_best`)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
     "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",
     "gpu_best_fourier_s7": "the same, seed 7",
@@ -169,6 +172,17 @@ def crosslab_result(out: Path, name: str, previous_dir: Path | None) -> dict:
     return load(fresh if fresh.is_file() or previous_dir is None else previous_dir / f"crosslab_{name}.json")
 
 
+def intervals(result: dict) -> dict:
+    """A folder result's 95 % bootstrap intervals: its own, or (rows evaluated before intervals existed) the same
+    stratified bootstrap from its confusion matrix (conf/evaluate.yaml's resamples, seed 0: identical either way)."""
+    if "ci95" in result:
+        return result["ci95"]
+    from bloodcell.config import yaml_defaults
+    from bloodcell.evaluation.metrics import bootstrap_intervals
+
+    return bootstrap_intervals(result["confusion_matrix"], yaml_defaults("evaluate.yaml", ["crosslab_bootstrap"])["crosslab_bootstrap"])
+
+
 def docs_tables(out: Path, rows: list[dict], means: list[dict], previous_dir: Path | None = None) -> list[list[str]]:
     """The rounded tables of the README and docs/results/crosslab: rows with descriptions, seed means, per-class recall."""
     by_name = {r["method"]: r for r in rows}
@@ -196,8 +210,11 @@ def docs_tables(out: Path, rows: list[dict], means: list[dict], previous_dir: Pa
         if result:
             if not per_class:
                 classes = result["classes_present"]
-                per_class = ["| row | " + " | ".join(classes) + " | macro F1 |", "|---" * (len(classes) + 2) + "|"]
-            per_class.append(f"| {n} | " + " | ".join(f"{result['recall'][c]:.2f}" for c in classes) + f" | {result['macro_f1']:.3f} |")
+                per_class = ["| row | " + " | ".join(classes) + " | macro F1 | accuracy 95 % CI | macro recall 95 % CI |",
+                             "|---" * (len(classes) + 4) + "|"]
+            ci = intervals(result)
+            per_class.append(f"| {n} | " + " | ".join(f"{result['recall'][c]:.2f}" for c in classes) + f" | {result['macro_f1']:.3f} | "
+                             + " | ".join("{:.2f}–{:.2f}".format(*ci[k]) for k in ("accuracy", "macro_recall")) + " |")
     return [t for t in (table, seeds if len(seeds) > 2 else [], per_class) if t]
 
 

@@ -87,7 +87,23 @@ def test_train_summary_carries_the_crosslab_numbers(trained):
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and {r["true"] for r in rows} == {"lymphocyte", "monocyte", "neutrophil"}
     assert sum(r["true"] == r["predicted"] for r in rows) == round(res["accuracy"] * 12)
-    assert "## Images from other laboratories (cross-lab)" in (out / "eval" / "report.md").read_text()
+    report = (out / "eval" / "report.md").read_text()
+    assert "## Images from other laboratories (cross-lab)" in report
+    lo, hi = res["ci95"]["accuracy"]  # the default resamples (conf/evaluate.yaml) also after train.py's fit
+    assert lo <= res["accuracy"] <= hi and res["ci95"]["resamples"] == 2000
+    assert f"{res['accuracy']:.4f} (95 % CI {lo:.2f}–{hi:.2f})" in report
+
+
+def test_crosslab_bootstrap_zero_gives_no_intervals_and_negative_is_refused(trained, tmp_path, cache_dir):
+    out, lab = trained
+    ckpt = out / "checkpoints" / "fast_dev_run.ckpt"
+    base = [f"ckpt={ckpt}", f"crosslab=[{lab}]", f"paths.cache_dir={cache_dir}"]
+    metrics = run(compose("evaluate", [*base, "crosslab_bootstrap=0", f"paths.output_dir={tmp_path / 'none'}"]))
+    assert "ci95" not in metrics["crosslab"]["lab_b"]
+    assert "95 % CI" not in (tmp_path / "none" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="crosslab_bootstrap=-1"):
+        run(compose("evaluate", [*base, "crosslab_bootstrap=-1", f"paths.output_dir={tmp_path / 'neg'}"]))
+    assert not (tmp_path / "neg").exists()  # refused before any prediction or file
 
 
 def test_evaluate_with_several_crosslab_folders(trained, tmp_path, cache_dir):

@@ -82,12 +82,20 @@ def test_crosslab_table_means_over_seeds(table):
     assert mean["test_acc"] == pytest.approx(0.9655)
 
 
+def lymphocytes_right(right: int, lymphocytes: int, monocytes: int = 0) -> list[list[int]]:
+    """An 8-class confusion matrix: `right` of the lymphocytes right (the rest called erythroblasts), monocytes all right."""
+    cm = np.zeros((8, 8), int)
+    cm[4, 4], cm[4, 2], cm[5, 5] = right, lymphocytes - right, monocytes
+    return cm.tolist()
+
+
 def test_crosslab_docs_tables_describe_rows_and_replace_tables_in_place(table, tmp_path):
     """`crosslab_table.py OUT --docs FILE`: rows in the documented order with their descriptions, seed means, per-class
     recall from each row's crosslab.json; the table with the same header in FILE is replaced, the text around it kept."""
     for name, recall in (("fourier", 0.5), ("pipeline", 0.25)):
         (tmp_path / f"eval_{name}").mkdir()
-        folder = {"classes_present": ["lymphocyte", "monocyte"], "recall": {"lymphocyte": recall, "monocyte": 1.0}, "macro_f1": 0.6}
+        folder = {"classes_present": ["lymphocyte", "monocyte"], "recall": {"lymphocyte": recall, "monocyte": 1.0}, "macro_f1": 0.6,
+                  "confusion_matrix": lymphocytes_right(int(recall * 4), 4, monocytes=2)}
         (tmp_path / f"eval_{name}" / "crosslab.json").write_text(json.dumps({"folders": {"zheng2": folder}}))
     rows = [{"method": "fourier", "test_acc": 0.9741, "zheng2_acc": 0.59, "zheng2_macro_recall": 0.663, "s_per_epoch": 243.2},
             {"method": "fourier_s7", "test_acc": 0.969, "zheng2_acc": 0.57, "zheng2_macro_recall": 0.637},
@@ -97,7 +105,10 @@ def test_crosslab_docs_tables_describe_rows_and_replace_tables_in_place(table, t
     assert [line.split(" | ")[0] for line in rounded[2:]] == ["| pipeline", "| fourier", "| fourier_s7"]  # ROWS order
     assert rounded[2].startswith("| pipeline | baseline: `augment=pipeline` | 0.972 |") and rounded[2].endswith("| 471* |")
     assert "| fourier | 42, 7 | 0.972 ± 0.003 |" in seeds[2]
-    assert per_class[0] == "| row | lymphocyte | monocyte | macro F1 |" and per_class[2] == "| pipeline | 0.25 | 1.00 | 0.600 |"
+    assert per_class[0] == "| row | lymphocyte | monocyte | macro F1 | accuracy 95 % CI | macro recall 95 % CI |"
+    ci = table.intervals({"confusion_matrix": lymphocytes_right(1, 4, monocytes=2)})  # 3 of 6 right
+    assert per_class[2] == "| pipeline | 0.25 | 1.00 | 0.600 | {:.2f}–{:.2f} | {:.2f}–{:.2f} |".format(*ci["accuracy"], *ci["macro_recall"])
+    assert ci["accuracy"][0] < 0.5 < ci["accuracy"][1]
     doc = tmp_path / "README.md"
     doc.write_text(f"intro\n\n{per_class[0]}\n|---|\n| old | 0 |\n\nafter\n")
     assert table.replace_tables(doc, [rounded, per_class]) == 1
@@ -115,12 +126,37 @@ def test_crosslab_table_keeps_earlier_rows_and_a_remeasured_row_wins(table, tmp_
     for where, recall in ((docs / "crosslab_pipeline.json", 0.25), (docs / "crosslab_fourier.json", 0.1),
                           (out / "eval_fourier" / "crosslab.json", 0.5)):
         where.parent.mkdir(parents=True, exist_ok=True)
-        folder = {"classes_present": ["lymphocyte"], "recall": {"lymphocyte": recall}, "macro_f1": 0.6}
+        folder = {"classes_present": ["lymphocyte"], "recall": {"lymphocyte": recall}, "macro_f1": 0.6,
+                  "confusion_matrix": lymphocytes_right(int(recall * 20), 20)}
         where.write_text(json.dumps({"folders": {"zheng2": folder}}))
     remeasured = [{"method": "fourier", "test_acc": 0.97, "zheng2_acc": 0.61, "zheng2_macro_recall": 0.7}]
     rows = table.with_previous(remeasured, docs / "results.json")
     assert [(r["method"], r["zheng2_acc"]) for r in rows] == [("pipeline", 0.47), ("fourier", 0.61)]
     *_, per_class = table.docs_tables(out, rows, [], docs)
-    assert per_class[2:] == ["| pipeline | 0.25 | 0.600 |", "| fourier | 0.50 | 0.600 |"]
+    assert [line.rsplit(" | ", 2)[0] for line in per_class[2:]] == ["| pipeline | 0.25 | 0.600", "| fourier | 0.50 | 0.600"]
     with pytest.raises(SystemExit, match="no such results.json"):
         table.main(out, previous=docs / "missing.json")
+
+
+def test_logit_adjustment_divides_out_the_training_prior(diag):
+    """tau = 1 turns a prior-weighted posterior back into the likelihood's decision; a uniform prior changes nothing."""
+    likelihood = np.array([[0.5, 0.5], [0.6, 0.4]])  # p(x | class) for two images, classes 0 and 1
+    prior = np.array([0.9, 0.1])
+    posterior = likelihood * prior
+    posterior /= posterior.sum(1, keepdims=True)
+    assert (posterior.argmax(1) == 0).all()  # the frequent class wins both
+    adjusted = diag.logit_adjust(posterior, prior)
+    assert np.allclose(adjusted, likelihood / likelihood.sum(1, keepdims=True))
+    assert np.allclose(diag.logit_adjust(posterior, np.array([0.5, 0.5])), posterior)
+    assert np.allclose(diag.logit_adjust(posterior, prior, tau=0.0), posterior)
+
+
+def test_table_intervals_from_a_confusion_matrix_equal_a_fresh_evaluation(table):
+    """Rows scored before intervals existed get the same interval a new evaluation writes (same bootstrap, seed 0)."""
+    from bloodcell.evaluation.crosslab import crosslab_metrics
+
+    probs = np.eye(8)[[0, 0, 1, 1, 1, 4, 4, 2]]
+    labels = np.array([0, 1, 1, 1, 1, 4, 4, 4])
+    fresh = crosslab_metrics(probs, labels, [str(i) for i in range(8)], bootstrap=2000)
+    old = {k: v for k, v in fresh.items() if k != "ci95"}
+    assert table.intervals(old) == fresh["ci95"] and table.intervals(fresh) is fresh["ci95"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.inference import InferenceSettings, Member, ensemble_predict
-from bloodcell.evaluation.metrics import classification_metrics
+from bloodcell.evaluation.metrics import bootstrap_intervals, classification_metrics, paired_comparison
 from bloodcell.evaluation.report import plot_confusion_matrix, plot_image_grid, write_json, write_predictions_csv
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,19 @@ def check_not_training_on(data_root: str | Path | None, folders: Sequence[str | 
             )
 
 
-def crosslab_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """n, classes present, accuracy, macro recall and macro F1 over the classes present, per-class recall, confusion matrix."""
+def check_bootstrap(resamples: int) -> int:
+    """The number of bootstrap resamples, or a clear error for a negative one (checked before the slow part)."""
+    if resamples < 0:
+        raise ConfigError(f"crosslab_bootstrap={resamples}: give a number of resamples (e.g. 2000), or 0 for no intervals.")
+    return resamples
+
+
+def crosslab_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], bootstrap: int = 0) -> dict:
+    """n, classes present, accuracy, macro recall and macro F1 over the classes present, per-class recall, confusion matrix;
+    with `bootstrap` resamples (> 0), 95 % intervals of accuracy and macro recall under "ci95"."""
     m = classification_metrics(probs, labels, classes)
     present = [c for c in classes if m["per_class"][c]["support"] > 0]
-    return {
+    out = {
         "n": m["n"],
         "classes_present": present,
         "accuracy": m["accuracy"],
@@ -72,17 +80,21 @@ def crosslab_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) 
         "recall": {c: m["per_class"][c]["recall"] for c in present},
         "confusion_matrix": m["confusion_matrix"],
     }
+    if check_bootstrap(bootstrap):
+        out["ci95"] = bootstrap_intervals(np.array(m["confusion_matrix"]), bootstrap)
+    return out
 
 
 def evaluate_crosslab(members: list[Member], folders: Sequence[str | Path], how: InferenceSettings, output_dir: str | Path,
-                      cache_dir: str | Path | None = None) -> dict:
-    """Score the members on every cross-lab folder; writes crosslab.json and one confusion-matrix PNG per folder."""
+                      cache_dir: str | Path | None = None, bootstrap: int = 0) -> dict:
+    """Score the members on every cross-lab folder; writes crosslab.json (with 95 % intervals from `bootstrap`
+    resamples, if > 0) and one confusion-matrix PNG per folder."""
     output_dir = Path(output_dir)
     classes = members[0].module.classes
     results = {}
     for name, folder in crosslab_folders(folders).items():
         preds = ensemble_predict(members, folder_data_cfg(folder, cache_dir), "all", how)
-        res = {"path": str(folder), **crosslab_metrics(preds.probs, preds.labels, classes)}
+        res = {"path": str(folder), **crosslab_metrics(preds.probs, preds.labels, classes, bootstrap)}
         stem = output_dir / f"crosslab_{name.replace('/', '_')}"
         plot_confusion_matrix(np.array(res["confusion_matrix"]), classes, f"{stem}_confusion.png",
                               title=f"{name}: acc {res['accuracy']:.3f}, macro recall {res['macro_recall']:.3f}")
@@ -92,8 +104,8 @@ def evaluate_crosslab(members: list[Member], folders: Sequence[str | Path], how:
         for key, suffix in (("confusion_png", "confusion.png"), ("predictions_csv", "predictions.csv"), ("grid_png", "grid.png")):
             res[key] = f"{stem.name}_{suffix}"
         results[name] = res
-        log.info("cross-lab %s: n=%d accuracy %.4f macro recall %.4f macro F1 %.4f", name, res["n"], res["accuracy"],
-                 res["macro_recall"], res["macro_f1"])
+        log.info("cross-lab %s: n=%d accuracy %.4f%s macro recall %.4f%s macro F1 %.4f", name, res["n"], res["accuracy"],
+                 interval_text(res, "accuracy"), res["macro_recall"], interval_text(res, "macro_recall"), res["macro_f1"])
     write_json({"folders": results}, output_dir / "crosslab.json")
     return results
 
@@ -151,10 +163,70 @@ def before_after_grid(before_csv: str | Path, after_csv: str | Path, path: str |
     return plot_image_grid(rows, caps, labels, path, title)
 
 
+def interval_text(result: dict, key: str) -> str:
+    """" (95 % CI 0.51–0.68)" for a metric with a bootstrap interval, "" without one."""
+    ci = (result.get("ci95") or {}).get(key)
+    return f" (95 % CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+
+
 def crosslab_summary(results: dict) -> dict:
     """The headline numbers per folder (what summary.json and metrics.json carry)."""
-    keys = ("n", "classes_present", "accuracy", "macro_recall", "macro_f1")
-    return {name: {k: r[k] for k in keys} for name, r in results.items()}
+    keys = ("n", "classes_present", "accuracy", "macro_recall", "macro_f1", "ci95")
+    return {name: {k: r[k] for k in keys if k in r} for name, r in results.items()}
+
+
+def read_labelled_predictions(path: str | Path) -> dict[str, tuple[str, str]]:
+    """read_predictions_csv with a clear error for a file that is not an evaluation's predictions CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such predictions CSV; evaluate.py ... crosslab=[DIR] writes crosslab_<folder>_predictions.csv.")
+    try:
+        table = read_predictions_csv(path)
+    except KeyError as e:
+        raise ConfigError(f"{path}: no column {e}; give a predictions CSV written by evaluate.py "
+                          "(columns id, true, predicted, p_*).") from None
+    if not table:
+        raise ConfigError(f"{path}: no images in the predictions CSV.")
+    return table
+
+
+def by_short_id(table: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Key rows by "class folder/file name" where that is unique, so two evaluations of one folder made under different
+    paths (another machine, a moved checkout) still pair up; otherwise keep the full ids."""
+    short = {"/".join(Path(i).parts[-2:]): v for i, v in table.items()}
+    return short if len(short) == len(table) else table
+
+
+def compare_predictions(csv_a: str | Path, csv_b: str | Path, resamples: int) -> dict:
+    """Two models' predictions on the same labelled images (two evaluations of one cross-lab folder): B minus A, with
+    paired bootstrap intervals and McNemar's test (metrics.paired_comparison). Refuses files over different images or
+    labels, which would make the pairing meaningless."""
+    a, b = (by_short_id(read_labelled_predictions(f)) for f in (csv_a, csv_b))
+    if set(a) != set(b):
+        raise ConfigError(f"{csv_a} and {csv_b} hold different images ({len(set(a) ^ set(b))} not in both); "
+                          "give two evaluations of the same folder.")
+    ids = sorted(a)
+    if any(a[i][0] != b[i][0] for i in ids):
+        raise ConfigError(f"{csv_a} and {csv_b} disagree on some true labels; give two evaluations of the same folder.")
+    classes = sorted({a[i][0] for i in ids} | {a[i][1] for i in ids} | {b[i][1] for i in ids})
+    index = {c: k for k, c in enumerate(classes)}
+    labels = np.array([index[a[i][0]] for i in ids])
+    result = paired_comparison(labels, np.array([index[a[i][1]] for i in ids]), np.array([index[b[i][1]] for i in ids]), resamples)
+    return {"a": str(csv_a), "b": str(csv_b), **result}
+
+
+def format_comparison(result: dict, names: tuple[str, str] = ("A", "B")) -> str:
+    """The comparison as a few lines a person reads: both scores, the difference and its interval, McNemar's p."""
+    a, b = names
+    lines = [f"{result['n']} images; {b} minus {a}, {int(result['level'] * 100)} % paired bootstrap intervals "
+             f"({result['resamples']} resamples)"]
+    for key, label in (("accuracy", "accuracy"), ("macro_recall", "macro recall")):
+        r = result[key]
+        lines.append(f"{label:<13} {a} {r['a']:.3f}  {b} {r['b']:.3f}  difference {r['difference']:+.3f} "
+                     f"({r['interval'][0]:+.3f} to {r['interval'][1]:+.3f})")
+    lines.append(f"right only by {a}: {result['a_only_right']}, only by {b}: {result['b_only_right']}; "
+                 f"McNemar exact p = {result['mcnemar_p']:.3g}")
+    return "\n".join(lines)
 
 
 def format_crosslab_md(results: dict) -> list[str]:
@@ -163,9 +235,13 @@ def format_crosslab_md(results: dict) -> list[str]:
              "Metrics over the classes each folder contains. Evaluation only: never trained on, never used to select a model.", "",
              "| folder | n | classes | accuracy | macro recall | macro F1 |", "|---|---|---|---|---|---|"]
     for name, r in results.items():
-        scores = " | ".join(f"{r[k]:.4f}" for k in ("accuracy", "macro_recall", "macro_f1"))
+        scores = " | ".join(f"{r[k]:.4f}{interval_text(r, k)}" for k in ("accuracy", "macro_recall", "macro_f1"))
         lines.append(f"| {name} | {r['n']} | {len(r['classes_present'])} | {scores} |")
     lines.append("")
+    if any("ci95" in r for r in results.values()):
+        lines += ["Intervals: stratified bootstrap over the folder's images (each class resampled within itself). They show "
+                  "how much a folder this size can say; to compare two models on it, use `python -m "
+                  "bloodcell.tools.crosslab_compare A.csv B.csv` on their predictions CSVs (paired: much narrower).", ""]
     for name, r in results.items():
         lines.append(f"{name} recall per class: " + ", ".join(f"{c} {v:.2f}" for c, v in r["recall"].items()))
         lines += ["", f"![{name} confusion matrix]({r['confusion_png']}) ![{name} predictions]({r['grid_png']})", ""]

@@ -53,6 +53,94 @@ def classification_metrics(probs, labels, classes: list[str]) -> dict:
     return out
 
 
+def bootstrap_intervals(cm: np.ndarray, resamples: int, level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile intervals of accuracy and macro recall (over the classes present) from a stratified bootstrap of the images.
+
+    Why: a cross-lab folder holds ~100 images, so one image is a point of accuracy and two models' rows differ by a few
+    images; a number without its interval invites reading noise. Stratified: each class is resampled within itself, so
+    every class present stays present with its own count (macro recall stays defined; the folder's class mix is its
+    design, not a random draw). A class's right count in a resample is then Binomial(n_k, recall_k), so the confusion
+    matrix is enough, and rows whose per-image predictions are gone get intervals too. Image sampling only: training
+    another seed moves a row further (docs/results/crosslab); a class scored 100 % gets no width from its own images.
+    """
+    if resamples < 1:
+        raise ValueError(f"bootstrap needs at least 1 resample, got {resamples}")
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must lie in (0, 1), got {level}")
+    cm = np.asarray(cm, dtype=np.int64)
+    support, right = cm.sum(axis=1), np.diag(cm)
+    present = support > 0
+    if not present.any():
+        raise ValueError("bootstrap intervals need at least one labelled image")
+    n, k = support[present], right[present]
+    recalls = np.random.default_rng(seed).binomial(n, k / n, size=(resamples, n.size)) / n
+    q = [(1 - level) / 2, (1 + level) / 2]
+    return {
+        "accuracy": np.quantile(recalls @ n / n.sum(), q).tolist(),
+        "macro_recall": np.quantile(recalls.mean(axis=1), q).tolist(),
+        "level": level,
+        "resamples": resamples,
+        "method": "stratified percentile bootstrap over images",
+    }
+
+
+def mcnemar_exact_p(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value: of the images exactly one model gets right, is the split further from 50:50
+    than chance allows? (binomial test on the discordant pairs; 1.0 when there are none)."""
+    from math import comb
+
+    m = a_only + b_only
+    if m == 0:
+        return 1.0
+    tail = sum(comb(m, i) for i in range(min(a_only, b_only) + 1)) / 2**m
+    return float(min(1.0, 2 * tail))
+
+
+def paired_comparison(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, resamples: int, level: float = 0.95,
+                      seed: int = 0) -> dict:
+    """Model B minus model A on the same labelled images: accuracy and macro-recall differences with paired, stratified
+    bootstrap intervals (both models scored on each resample), and McNemar's exact test on accuracy.
+
+    Why paired: two rows' own intervals overlap widely on 100 images, yet they are scored on the same images, so most of
+    that noise is shared; the difference's interval is the honest test of "B beats A".
+    """
+    labels, pred_a, pred_b = (np.asarray(x) for x in (labels, pred_a, pred_b))
+    if not labels.shape == pred_a.shape == pred_b.shape or labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels and both predictions must be equal-length 1-D arrays, got {labels.shape}, {pred_a.shape}, {pred_b.shape}")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
+    right_a, right_b = pred_a == labels, pred_b == labels
+    classes = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    rec_a, rec_b, sizes = [], [], []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        draw = members[rng.integers(0, members.size, size=(resamples, members.size))]
+        rec_a.append(right_a[draw].mean(axis=1))
+        rec_b.append(right_b[draw].mean(axis=1))
+        sizes.append(members.size)
+    rec_a, rec_b, sizes = np.stack(rec_a, 1), np.stack(rec_b, 1), np.asarray(sizes)
+    q = [(1 - level) / 2, (1 + level) / 2]
+
+    def macro(right: np.ndarray) -> float:
+        return float(np.mean([right[labels == c].mean() for c in classes]))
+
+    a_only, b_only = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    return {
+        "n": int(labels.size),
+        "accuracy": {"a": float(right_a.mean()), "b": float(right_b.mean()), "difference": float(right_b.mean() - right_a.mean()),
+                     "interval": np.quantile((rec_b - rec_a) @ sizes / sizes.sum(), q).tolist()},
+        "macro_recall": {"a": macro(right_a), "b": macro(right_b), "difference": macro(right_b) - macro(right_a),
+                         "interval": np.quantile((rec_b - rec_a).mean(axis=1), q).tolist()},
+        "a_only_right": a_only,
+        "b_only_right": b_only,
+        "mcnemar_p": mcnemar_exact_p(a_only, b_only),
+        "level": level,
+        "resamples": resamples,
+        "method": "paired stratified percentile bootstrap over images; exact McNemar test",
+    }
+
+
 def average_probs(probs: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
     """Ensemble: weighted mean of per-model N×K probabilities (weights normalised to sum 1)."""
     if not probs:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from bloodcell.config import as_list, yaml_defaults
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.benchmark_sets import read_manifest
-from bloodcell.evaluation.crosslab import crosslab_folders, crosslab_summary, evaluate_crosslab, format_crosslab_md
+from bloodcell.evaluation.crosslab import check_bootstrap, crosslab_folders, crosslab_summary, evaluate_crosslab, format_crosslab_md
 from bloodcell.evaluation.explain_report import check_explain_sets, explain_evaluation, explain_mode, format_explain_md
 from bloodcell.evaluation.inference import (
     InferenceSettings,
@@ -67,6 +67,7 @@ class EvalOptions:
     explain_max_images: int | None = None  # per set (from conf/evaluate.yaml when explain is on)
     explain_per_class: int | None = None  # grid examples per class and kind (from conf/evaluate.yaml)
     crosslab: tuple[str, ...] = ()  # folders of other labs' images, scored on their own (evaluation only)
+    crosslab_bootstrap: int | None = None  # resamples for the cross-lab 95 % intervals (from conf/evaluate.yaml); 0: none
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> EvalOptions:
@@ -90,6 +91,7 @@ class EvalOptions:
             explain_max_images=cfg.get("explain_max_images"),
             explain_per_class=cfg.get("explain_per_class"),
             crosslab=tuple(str(f) for f in as_list(cfg.crosslab) or ()),
+            crosslab_bootstrap=int(cfg.get("crosslab_bootstrap") or 0),
         )
 
     @classmethod
@@ -152,6 +154,7 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     if opts.benchmark_dir:
         read_manifest(opts.benchmark_dir)
     crosslab_folders(opts.crosslab)
+    check_bootstrap(int(opts.crosslab_bootstrap or 0))
     members = load_members(ckpts, opts.weights)
     classes = members[0].module.classes
     how = InferenceSettings(resolve_device(opts.device), opts.tta, opts.loader_overrides or {})
@@ -187,7 +190,8 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
             title=f"accuracy under corruption (mean {robust['summary']['mean_corruption_acc']:.3f})",
         )
         metrics["robustness"] = robust["summary"]
-    crosslab = evaluate_crosslab(members, opts.crosslab, how, output_dir, opts.cache_dir) if opts.crosslab else None
+    crosslab = evaluate_crosslab(members, opts.crosslab, how, output_dir, opts.cache_dir,
+                                 int(opts.crosslab_bootstrap or 0)) if opts.crosslab else None
     if crosslab:
         metrics["crosslab"] = crosslab_summary(crosslab)
     if opts.explain:  # heat-map cell share also on every cross-lab folder
