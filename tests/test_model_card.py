@@ -35,12 +35,14 @@ def test_card_renders_robustness_crosslab_and_heatmaps(ckpt, tmp_path):
     cfg = compose("train", ["data=sample", "model=small_cnn", f"paths.output_dir={tmp_path}"])
     summary = {"best_checkpoint": ckpt, "epochs": 3, "metrics": {"val/acc": 0.9, "test/acc": 0.875, "test/bal_acc": 0.86, "test/f1": 0.85},
                "crosslab": {"zheng2": {"n": 100, "classes_present": ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"],
-                                       "accuracy": 0.41, "macro_recall": 0.38, "macro_f1": 0.33, "confusion_matrix": []}}}
+                                       "accuracy": 0.41, "macro_recall": 0.38, "macro_f1": 0.33, "confusion_matrix": [],
+                                       "ci95": {"accuracy": [0.32, 0.5], "macro_recall": [0.3, 0.46]}}}}
     evaluation = {"split": "test", "accuracy": 0.875, "balanced_accuracy": 0.86, "macro_f1": 0.85, "ece": 0.04, "nll": 0.4,
                   "robustness": {"bmk_acc": 0.71, "mean_corruption_acc": 0.66},
                   "explain": {"sets": {"test": {"cam_cell_share": 0.5, "cell_area_share": 0.3}}}}
     card = model_card(cfg, dm, module, summary, evaluation)
-    assert "| cross-lab `zheng2` (n=100, 5 classes; recall = macro recall) | 0.410 | 0.380 | 0.330 |" in card
+    assert ("| cross-lab `zheng2` (n=100, 5 classes; recall = macro recall) | 0.410 (95 % CI 0.32–0.50) | "
+            "0.380 (95 % CI 0.30–0.46) | 0.330 |") in card
     assert "Bmk accuracy 0.710, mean accuracy over the corruption suite 0.660" in card
     assert "| test split (Lightning) | 0.875 | 0.860 | 0.850 |" in card and "ECE 0.040" in card
     assert "test 0.500 (cell area 0.300)" in card and "not evaluated" not in card

@@ -14,6 +14,7 @@ from typing import Any
 
 from bloodcell.augment.gpu import batch_op_list
 from bloodcell.config import to_plain
+from bloodcell.evaluation.crosslab import interval_text
 
 CARD_NAME = "model_card.md"
 
@@ -75,7 +76,8 @@ def results_lines(summary: dict, evaluation: dict | None) -> list[str]:
     crosslab = summary.get("crosslab") or {}
     for name, c in crosslab.items():
         lines.append(f"| cross-lab `{name}` (n={c.get('n')}, {len(c.get('classes_present') or [])} classes; recall = macro recall) | "
-                     f"{_f(c.get('accuracy'))} | {_f(c.get('macro_recall'))} | {_f(c.get('macro_f1'))} |")
+                     f"{_f(c.get('accuracy'))}{interval_text(c, 'accuracy')} | "
+                     f"{_f(c.get('macro_recall'))}{interval_text(c, 'macro_recall')} | {_f(c.get('macro_f1'))} |")
     lines.append("")
     if evaluation and evaluation.get("ece") is not None:
         lines.append(f"Calibration on the test split: ECE {_f(evaluation['ece'])}, NLL {_f(evaluation.get('nll'))}.")
