@@ -241,7 +241,8 @@ def format_crosslab_md(results: dict) -> list[str]:
     if any("ci95" in r for r in results.values()):
         lines += ["Intervals: stratified bootstrap over the folder's images (each class resampled within itself). They show "
                   "how much a folder this size can say; to compare two models on it, use `python -m "
-                  "bloodcell.tools.crosslab_compare A.csv B.csv` on their predictions CSVs (paired: much narrower).", ""]
+                  "bloodcell.tools.crosslab_compare A.csv B.csv` on their predictions CSVs (paired on the same images: "
+                  "narrower than two intervals side by side suggest).", ""]
     for name, r in results.items():
         lines.append(f"{name} recall per class: " + ", ".join(f"{c} {v:.2f}" for c, v in r["recall"].items()))
         lines += ["", f"![{name} confusion matrix]({r['confusion_png']}) ![{name} predictions]({r['grid_png']})", ""]
