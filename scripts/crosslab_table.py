@@ -180,7 +180,7 @@ def intervals(result: dict) -> dict:
     from bloodcell.config import yaml_defaults
     from bloodcell.evaluation.metrics import bootstrap_intervals
 
-    return bootstrap_intervals(result["confusion_matrix"], yaml_defaults("evaluate.yaml", ["crosslab_bootstrap"])["crosslab_bootstrap"])
+    return bootstrap_intervals(result["confusion_matrix"], yaml_defaults("evaluate.yaml", ["bootstrap"])["bootstrap"])
 
 
 def docs_tables(out: Path, rows: list[dict], means: list[dict], previous_dir: Path | None = None) -> list[list[str]]:

@@ -94,15 +94,15 @@ def test_train_summary_carries_the_crosslab_numbers(trained):
     assert f"{res['accuracy']:.4f} (95 % CI {lo:.2f}–{hi:.2f})" in report
 
 
-def test_crosslab_bootstrap_zero_gives_no_intervals_and_negative_is_refused(trained, tmp_path, cache_dir):
+def test_bootstrap_zero_gives_no_intervals_and_negative_is_refused(trained, tmp_path, cache_dir):
     out, lab = trained
     ckpt = out / "checkpoints" / "fast_dev_run.ckpt"
     base = [f"ckpt={ckpt}", f"crosslab=[{lab}]", f"paths.cache_dir={cache_dir}"]
-    metrics = run(compose("evaluate", [*base, "crosslab_bootstrap=0", f"paths.output_dir={tmp_path / 'none'}"]))
-    assert "ci95" not in metrics["crosslab"]["lab_b"]
+    metrics = run(compose("evaluate", [*base, "bootstrap=0", f"paths.output_dir={tmp_path / 'none'}"]))
+    assert "ci95" not in metrics["crosslab"]["lab_b"] and "ci95" not in metrics
     assert "95 % CI" not in (tmp_path / "none" / "report.md").read_text()
-    with pytest.raises(ConfigError, match="crosslab_bootstrap=-1"):
-        run(compose("evaluate", [*base, "crosslab_bootstrap=-1", f"paths.output_dir={tmp_path / 'neg'}"]))
+    with pytest.raises(ConfigError, match="bootstrap=-1"):
+        run(compose("evaluate", [*base, "bootstrap=-1", f"paths.output_dir={tmp_path / 'neg'}"]))
     assert not (tmp_path / "neg").exists()  # refused before any prediction or file
 
 
@@ -120,6 +120,9 @@ def test_evaluate_with_several_crosslab_folders(trained, tmp_path, cache_dir):
     assert a == b  # the same images give the same numbers
     report = (tmp_path / "eval" / "report.md").read_text()
     assert report.index("cross-lab") < report.index("## Metrics")
+    lo, hi = metrics["ci95"]["accuracy"]  # the evaluated split carries intervals too
+    assert lo <= metrics["accuracy"] <= hi and metrics["ci95"]["balanced_accuracy"][0] <= metrics["balanced_accuracy"]
+    assert f"| {metrics['accuracy']:.4f} (95 % CI {lo:.3f}–{hi:.3f}) |" in report
 
 
 def test_crosslab_folders_are_evaluation_only(tmp_path):

@@ -96,7 +96,7 @@ def test_crosslab_metrics_carry_intervals_only_when_asked():
     assert "ci95" not in crosslab_metrics(probs, labels, classes)
     res = crosslab_metrics(probs, labels, classes, bootstrap=500)
     assert res["ci95"]["resamples"] == 500 and res["ci95"]["accuracy"][0] <= res["accuracy"] <= res["ci95"]["accuracy"][1]
-    with pytest.raises(ConfigError, match="crosslab_bootstrap=-1"):
+    with pytest.raises(ConfigError, match="bootstrap=-1"):
         crosslab_metrics(probs, labels, classes, bootstrap=-1)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.inference import InferenceSettings, Member, ensemble_predict
 from bloodcell.evaluation.metrics import bootstrap_intervals, classification_metrics, paired_comparison
-from bloodcell.evaluation.report import plot_confusion_matrix, plot_image_grid, write_json, write_predictions_csv
+from bloodcell.evaluation.report import interval_text, plot_confusion_matrix, plot_image_grid, write_json, write_predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def check_not_training_on(data_root: str | Path | None, folders: Sequence[str | 
 def check_bootstrap(resamples: int) -> int:
     """The number of bootstrap resamples, or a clear error for a negative one (checked before the slow part)."""
     if resamples < 0:
-        raise ConfigError(f"crosslab_bootstrap={resamples}: give a number of resamples (e.g. 2000), or 0 for no intervals.")
+        raise ConfigError(f"bootstrap={resamples}: give a number of resamples (e.g. 2000), or 0 for no intervals.")
     return resamples
 
 
@@ -161,12 +161,6 @@ def before_after_grid(before_csv: str | Path, after_csv: str | Path, path: str |
     acc = [sum(m[i][1] == m[i][0] for i in m) / len(m) for m in (before, after)]
     title = f"{names[0]} → {names[1]}: accuracy {acc[0]:.2f} → {acc[1]:.2f} (caption green: {names[1]} right)"
     return plot_image_grid(rows, caps, labels, path, title)
-
-
-def interval_text(result: dict, key: str) -> str:
-    """" (95 % CI 0.51–0.68)" for a metric with a bootstrap interval, "" without one."""
-    ci = (result.get("ci95") or {}).get(key)
-    return f" (95 % CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
 
 
 def crosslab_summary(results: dict) -> dict:

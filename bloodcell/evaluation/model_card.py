@@ -14,7 +14,7 @@ from typing import Any
 
 from bloodcell.augment.gpu import batch_op_list
 from bloodcell.config import to_plain
-from bloodcell.evaluation.crosslab import interval_text
+from bloodcell.evaluation.report import interval_text
 
 CARD_NAME = "model_card.md"
 

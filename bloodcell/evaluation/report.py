@@ -19,6 +19,12 @@ def write_json(obj: dict, path: str | Path) -> Path:
     return path
 
 
+def interval_text(result: dict, key: str, digits: int = 2) -> str:
+    """" (95 % CI 0.51–0.68)" for a metric with a bootstrap interval in result["ci95"], "" without one."""
+    ci = (result.get("ci95") or {}).get(key)
+    return f" (95 % CI {ci[0]:.{digits}f}–{ci[1]:.{digits}f})" if ci else ""
+
+
 def plot_confusion_matrix(cm: np.ndarray, classes: list[str], path: str | Path, title: str = "") -> Path:
     """Row-normalised colours (recall per true class) with raw counts written in each cell."""
     cm = np.asarray(cm)
@@ -165,7 +171,8 @@ def format_report_md(metrics: dict, classes: list[str], robustness: dict | None 
         "",
         "| accuracy | balanced accuracy | macro F1 | ECE | NLL |",
         "|---|---|---|---|---|",
-        f"| {_fmt(metrics['accuracy'])} | {_fmt(metrics['balanced_accuracy'])} | {_fmt(metrics['macro_f1'])} | "
+        f"| {_fmt(metrics['accuracy'])}{interval_text(metrics, 'accuracy', 3)} | "
+        f"{_fmt(metrics['balanced_accuracy'])}{interval_text(metrics, 'balanced_accuracy', 3)} | {_fmt(metrics['macro_f1'])} | "
         f"{_fmt(metrics['ece'])} | {_fmt(metrics['nll'])} |",
         "",
     ]

@@ -21,13 +21,13 @@ def main(argv: list[str] | None = None) -> dict:
     from bloodcell.evaluation.crosslab import check_bootstrap, compare_predictions, format_comparison
     from bloodcell.evaluation.report import write_json
 
-    default_resamples = yaml_defaults("evaluate.yaml", ["crosslab_bootstrap"])["crosslab_bootstrap"]
+    default_resamples = yaml_defaults("evaluate.yaml", ["bootstrap"])["bootstrap"]
     parser = argparse.ArgumentParser(prog="python -m bloodcell.tools.crosslab_compare", description=__doc__.split("\n")[0])
     parser.add_argument("a", type=Path, help="predictions CSV of model A (crosslab_<folder>_predictions.csv)")
     parser.add_argument("b", type=Path, help="predictions CSV of model B, same folder")
     parser.add_argument("--names", nargs=2, default=["A", "B"], help="what to call the two models")
     parser.add_argument("--resamples", type=int, default=default_resamples,
-                        help=f"bootstrap resamples (default {default_resamples}, conf/evaluate.yaml crosslab_bootstrap)")
+                        help=f"bootstrap resamples (default {default_resamples}, conf/evaluate.yaml bootstrap)")
     parser.add_argument("--json", type=Path, help="also write the result to this JSON file")
     args = parser.parse_args(argv)
     if check_bootstrap(args.resamples) == 0:
