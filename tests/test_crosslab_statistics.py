@@ -116,10 +116,16 @@ def test_compare_tool_pairs_two_evaluations_of_one_folder(tmp_path, capsys):
     a = write_csv(tmp_path / "a.csv", [(i, t, t if k % 2 else "monocyte") for k, (i, t) in enumerate(zip(ids, truth))])
     moved = [i.replace("/lab/", "/elsewhere/lab/") for i in ids]  # the same folder evaluated under another path
     b = write_csv(tmp_path / "b.csv", [(i, t, t) for i, t in zip(moved, truth)])
-    result = main([str(a), str(b), "--names", "old", "new", "--resamples", "500", "--json", str(tmp_path / "c.json")])
+    (result,) = main([str(a), str(b), "--names", "old", "new", "--resamples", "500", "--json", str(tmp_path / "c.json")])["comparisons"]
     assert result["accuracy"]["difference"] == pytest.approx(0.5) and result["b_only_right"] == 25
     assert "difference +0.500" in capsys.readouterr().out
-    assert json.loads((tmp_path / "c.json").read_text())["names"] == ["old", "new"]
+    assert json.loads((tmp_path / "c.json").read_text())["comparisons"][0]["names"] == ["old", "new"]
+    several = main([str(a), str(b), str(a), "--resamples", "200"])["comparisons"]  # several models: one table
+    assert [r["names"] for r in several] == [["A", "B"], ["A", "C"]] and several[1]["accuracy"]["interval"] == [0.0, 0.0]
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| B (vs A) |") and table[3].startswith("| C | +0.000 (+0.000 to +0.000) |")
+    with pytest.raises(SystemExit):
+        main([str(a), str(b), "--names", "only_one"])
     other = write_csv(tmp_path / "other.csv", [(i, t, t) for i, t in zip(ids[:10], truth[:10])])
     with pytest.raises(ConfigError, match="different images"):
         compare_predictions(a, other, 100)

@@ -223,6 +223,18 @@ def format_comparison(result: dict, names: tuple[str, str] = ("A", "B")) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(results: list[dict]) -> list[str]:
+    """Several models against one reference, as markdown rows (B minus A with paired intervals, McNemar's p)."""
+    ref = results[0]["names"][0]
+    lines = [f"| B (vs {ref}) | accuracy B − A | macro recall B − A | right only by A / only by B | McNemar p |", "|---|---|---|---|---|"]
+    for r in results:
+        acc, rec = r["accuracy"], r["macro_recall"]
+        lines.append(f"| {r['names'][1]} | {acc['difference']:+.3f} ({acc['interval'][0]:+.3f} to {acc['interval'][1]:+.3f}) | "
+                     f"{rec['difference']:+.3f} ({rec['interval'][0]:+.3f} to {rec['interval'][1]:+.3f}) | "
+                     f"{r['a_only_right']} / {r['b_only_right']} | {r['mcnemar_p']:.2g} |")
+    return lines
+
+
 def format_crosslab_md(results: dict) -> list[str]:
     """report.md lines: one row per folder, then the per-class recall and the confusion matrices."""
     lines = ["## Images from other laboratories (cross-lab)", "",
