@@ -10,7 +10,7 @@ import pytest
 
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.crosslab import compare_predictions, crosslab_metrics
-from bloodcell.evaluation.metrics import bootstrap_intervals, mcnemar_exact_p, paired_comparison
+from bloodcell.evaluation.metrics import bootstrap_intervals, check_bootstrap, mcnemar_exact_p, paired_comparison
 
 CLASSES = ["a", "b", "c"]
 
@@ -137,3 +137,13 @@ def test_compare_tool_pairs_two_evaluations_of_one_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # one line on stderr, exit 2, no traceback
         main([str(a), str(tmp_path / "missing.csv")])
     assert exit_info.value.code == 2 and "no such predictions CSV" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [-1, 1, 99, 2000.0, "many", True, None])
+def test_bootstrap_setting_must_be_zero_or_enough_resamples(bad):
+    with pytest.raises(ConfigError, match=f"bootstrap={bad!r}: give a whole number of resamples, at least 100"):
+        check_bootstrap(bad)
+
+
+def test_bootstrap_setting_accepts_off_and_enough():
+    assert check_bootstrap(0) == 0 and check_bootstrap(100) == 100 and check_bootstrap(2000) == 2000

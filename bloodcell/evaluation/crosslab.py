@@ -15,7 +15,7 @@ import numpy as np
 
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.inference import InferenceSettings, Member, ensemble_predict
-from bloodcell.evaluation.metrics import bootstrap_intervals, classification_metrics, paired_comparison
+from bloodcell.evaluation.metrics import bootstrap_intervals, check_bootstrap, classification_metrics, paired_comparison
 from bloodcell.evaluation.report import interval_text, plot_confusion_matrix, plot_image_grid, write_json, write_predictions_csv
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,6 @@ def check_not_training_on(data_root: str | Path | None, folders: Sequence[str | 
                 f"data.root={root} overlaps the cross-lab folder {folder}: cross-lab images are for evaluation only. "
                 "Train on another source and list the folder in crosslab=[...]."
             )
-
-
-def check_bootstrap(resamples: int) -> int:
-    """The number of bootstrap resamples, or a clear error for a negative one (checked before the slow part)."""
-    if resamples < 0:
-        raise ConfigError(f"bootstrap={resamples}: give a number of resamples (e.g. 2000), or 0 for no intervals.")
-    return resamples
 
 
 def crosslab_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], bootstrap: int = 0) -> dict:

@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from bloodcell.errors import ConfigError
+
 
 def confusion_matrix(probs: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, num_classes: int) -> np.ndarray:
     """K×K counts, rows = true class, columns = predicted class."""
@@ -51,6 +53,18 @@ def classification_metrics(probs, labels, classes: list[str]) -> dict:
     out = metrics_from_confusion(cm, classes)
     out["confusion_matrix"] = cm.tolist()
     return out
+
+
+MIN_RESAMPLES = 100  # fewer cannot place a 2.5 % / 97.5 % percentile on more than a couple of draws
+
+
+def check_bootstrap(resamples: object) -> int:
+    """A user's number of bootstrap resamples as an int: 0 (no intervals) or at least MIN_RESAMPLES; anything else is a
+    clear error naming the setting (checked before the slow part of an evaluation)."""
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or 0 < resamples < MIN_RESAMPLES or resamples < 0:
+        raise ConfigError(f"bootstrap={resamples!r}: give a whole number of resamples, at least {MIN_RESAMPLES} (e.g. 2000), "
+                          "or 0 for no intervals.")
+    return resamples
 
 
 def bootstrap_intervals(cm: np.ndarray, resamples: int, level: float = 0.95, seed: int = 0) -> dict:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from bloodcell.config import as_list, yaml_defaults
 from bloodcell.errors import ConfigError
 from bloodcell.evaluation.benchmark_sets import read_manifest
-from bloodcell.evaluation.crosslab import check_bootstrap, crosslab_folders, crosslab_summary, evaluate_crosslab, format_crosslab_md
+from bloodcell.evaluation.crosslab import crosslab_folders, crosslab_summary, evaluate_crosslab, format_crosslab_md
 from bloodcell.evaluation.explain_report import check_explain_sets, explain_evaluation, explain_mode, format_explain_md
 from bloodcell.evaluation.inference import (
     InferenceSettings,
@@ -28,6 +28,7 @@ from bloodcell.evaluation.inference import (
 from bloodcell.evaluation.metrics import (
     apply_temperature,
     bootstrap_intervals,
+    check_bootstrap,
     classification_metrics,
     expected_calibration_error,
     fit_temperature,
@@ -92,7 +93,7 @@ class EvalOptions:
             explain_max_images=cfg.get("explain_max_images"),
             explain_per_class=cfg.get("explain_per_class"),
             crosslab=tuple(str(f) for f in as_list(cfg.crosslab) or ()),
-            bootstrap=int(cfg.get("bootstrap") or 0),
+            bootstrap=cfg.get("bootstrap") or 0,
         )
 
     @classmethod
@@ -160,7 +161,7 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     if opts.benchmark_dir:
         read_manifest(opts.benchmark_dir)
     crosslab_folders(opts.crosslab)
-    check_bootstrap(int(opts.bootstrap or 0))
+    check_bootstrap(opts.bootstrap or 0)
     members = load_members(ckpts, opts.weights)
     classes = members[0].module.classes
     how = InferenceSettings(resolve_device(opts.device), opts.tta, opts.loader_overrides or {})

@@ -19,7 +19,8 @@ from bloodcell.tools.cli import argparse_tool
 def main(argv: list[str] | None = None) -> dict:
     """Parse the options, compare every model with the reference, print (and optionally write) the results."""
     from bloodcell.config import yaml_defaults
-    from bloodcell.evaluation.crosslab import check_bootstrap, compare_predictions, comparison_table, format_comparison
+    from bloodcell.evaluation.crosslab import compare_predictions, comparison_table, format_comparison
+    from bloodcell.evaluation.metrics import check_bootstrap
     from bloodcell.evaluation.report import write_json
 
     default_resamples = yaml_defaults("evaluate.yaml", ["bootstrap"])["bootstrap"]
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     if len(names) != len(args.others) + 1:
         parser.error(f"--names gives {len(names)} names for {len(args.others) + 1} CSVs")
     if check_bootstrap(args.resamples) == 0:
-        parser.error("--resamples must be at least 1")
+        parser.error("--resamples must be at least 100: a comparison needs its interval")
     results = [compare_predictions(args.reference, other, args.resamples) | {"names": [names[0], name]}
                for other, name in zip(args.others, names[1:])]
     print(format_comparison(results[0], tuple(results[0]["names"])) if len(results) == 1 else "\n".join(comparison_table(results)))
