@@ -77,6 +77,7 @@ ROWS = {
     "fourier_swa": "SWA: the mean of `fourier_epochs`' epochs 4–7 (second half), BatchNorm re-estimated likewise (`bn_images=2048`)",
     "fourier_swa_avgbn": "the same, BatchNorm statistics averaged (`bn_images=0`, the tool's default)",
     "fourier_freeze_bn": "`batch_augment=fourier model.freeze_bn=true` (backbone BatchNorm keeps its ImageNet statistics)",
+    "ens_fourier5": "ensemble of this machine's five Fourier trainings (`fourier_epochs`, `_freeze_bn`, `_128`, `lite1_`, `_unfreeze_all`)",
     "fourier_unfreeze_all": "`batch_augment=fourier model.unfreeze_stages=-1` (all of the backbone trained after epoch 0, as `gpu_best`)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
     "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",
