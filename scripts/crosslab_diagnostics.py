@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,16 +94,26 @@ def em_prior_adaptation(probs: np.ndarray, prior: np.ndarray, iters: int = 500, 
     return adapted, target
 
 
-def run_em(args: argparse.Namespace) -> list[dict]:
+def rescored(args: argparse.Namespace, setting: str,
+             rescore: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict]]) -> list[dict]:
+    """Each saved predictions CSV scored as saved and after `rescore(probs, training prior)` (em, prior)."""
     prior = class_prior(Path(args.train_root))
     out = []
     for path in args.predictions:
         probs, labels = read_probabilities(path)
         name = Path(path).parent.name
         out.append(summary(f"{name} as saved", probs, labels))
-        adapted, target = em_prior_adaptation(probs, prior)
-        out.append(summary(f"{name} + EM prior", adapted, labels) | {"estimated_prior": dict(zip(CLASS_NAMES, target.round(3).tolist()))})
+        adjusted, extra = rescore(probs, prior)
+        out.append(summary(f"{name} + {setting}", adjusted, labels) | extra)
     return out
+
+
+def run_em(args: argparse.Namespace) -> list[dict]:
+    def em(probs: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, dict]:
+        adapted, target = em_prior_adaptation(probs, prior)
+        return adapted, {"estimated_prior": dict(zip(CLASS_NAMES, target.round(3).tolist()))}
+
+    return rescored(args, "EM prior", em)
 
 
 def logit_adjust(probs: np.ndarray, prior: np.ndarray, tau: float = 1.0) -> np.ndarray:
@@ -126,14 +137,7 @@ def read_probabilities(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_prior(args: argparse.Namespace) -> list[dict]:
-    prior = class_prior(Path(args.train_root))
-    out = []
-    for path in args.predictions:
-        probs, labels = read_probabilities(path)
-        name = Path(path).parent.name
-        out.append(summary(f"{name} as saved", probs, labels))
-        out.append(summary(f"{name} + logit adjustment tau={args.tau:g}", logit_adjust(probs, prior, args.tau), labels))
-    return out
+    return rescored(args, f"logit adjustment tau={args.tau:g}", lambda probs, prior: (logit_adjust(probs, prior, args.tau), {}))
 
 
 @torch.inference_mode()

@@ -161,14 +161,14 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
     if opts.benchmark_dir:
         read_manifest(opts.benchmark_dir)
     crosslab_folders(opts.crosslab)
-    check_bootstrap(opts.bootstrap or 0)
+    bootstrap = check_bootstrap(opts.bootstrap or 0)
     members = load_members(ckpts, opts.weights)
     classes = members[0].module.classes
     how = InferenceSettings(resolve_device(opts.device), opts.tta, opts.loader_overrides or {})
     preds = ensemble_predict(members, data_cfg, opts.split, how)
     val = own_split_or_none(members, "val", how, data_cfg) if (opts.calibrate or opts.benchmark_dir) else None
     probs, calibration = calibrate(preds.probs, preds, val, opts.ece_bins) if opts.calibrate else (preds.probs, None)
-    metrics = score(probs, preds.labels, classes, opts.ece_bins, int(opts.bootstrap or 0))
+    metrics = score(probs, preds.labels, classes, opts.ece_bins, bootstrap)
     sizes = sorted({int(m.module.hparams.image_size) for m in members})
     metrics.update(
         {
@@ -197,8 +197,7 @@ def evaluate(ckpts: list[str], data_cfg: Any | None, output_dir: str | Path, opt
             title=f"accuracy under corruption (mean {robust['summary']['mean_corruption_acc']:.3f})",
         )
         metrics["robustness"] = robust["summary"]
-    crosslab = evaluate_crosslab(members, opts.crosslab, how, output_dir, opts.cache_dir,
-                                 int(opts.bootstrap or 0)) if opts.crosslab else None
+    crosslab = evaluate_crosslab(members, opts.crosslab, how, output_dir, opts.cache_dir, bootstrap) if opts.crosslab else None
     if crosslab:
         metrics["crosslab"] = crosslab_summary(crosslab)
     if opts.explain:  # heat-map cell share also on every cross-lab folder
