@@ -16,6 +16,11 @@
 #   syncs           benchmarks/syncs.py --cuda (torch's own sync detector over real steps)
 #   gpu_best_fourier  experiment=gpu_best batch_augment=pipeline_fourier (same SEED rule): issue 12's candidate
 #                   for the GPU preset; give it a call of its own like gpu_best
+#   split_96 / split_lite0  gpu_best_fourier with one of its two differences from the CPU preset taken away (same SEED
+#                   rule): Lite2 at 96 px (data.image_size=96) and Lite0 at 192 px (model=effnet_lite0) — which of the
+#                   two carries gpu_best's cross-lab lead; both fit one call side by side
+# MAX_TIME=HH:MM:SS caps each training's fit (Lightning's max_time: it stops between steps and keeps its checkpoints),
+# so side-by-side runs that go slower than planned still bring back a model before the call's deadline.
 # NODE_EVAL=0 skips the node's test-split evaluation and cross-lab scoring (evaluate=false, no crosslab): the
 # checkpoint comes back and is scored here on the 128 px originals anyway, and it saves ~40 s of a 15-minute budget.
 # Arguments pick steps (default: all): `bash scripts/gpu/window.sh pipeline syncs gpu_best` runs only those, in the
@@ -80,9 +85,14 @@ tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs p
 # -- phase 2: side by side ------------------------------------------------------------------------------------------
 PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
 RUN_SUFFIX=${SEED:+_s$SEED}   # SEED=N names the run NAME_sN (unset: seed 42, the plain name)
+FIT_CAP=(); [ -n "${MAX_TIME:-}" ] && FIT_CAP=("trainer.max_time=\"00:$MAX_TIME\"")
 want gpu_best && (train_run "gpu_best$RUN_SUFFIX" experiment=gpu_best "$TRAINER" seed="${SEED:-42}"; pack_run "gpu_best$RUN_SUFFIX") &
 want gpu_best_fourier && (train_run "gpu_best_fourier$RUN_SUFFIX" experiment=gpu_best batch_augment=pipeline_fourier "$TRAINER" \
   seed="${SEED:-42}"; pack_run "gpu_best_fourier$RUN_SUFFIX") &
+want split_96 && (train_run "gpu_best_fourier_96$RUN_SUFFIX" experiment=gpu_best batch_augment=pipeline_fourier data.image_size=96 \
+  "$TRAINER" seed="${SEED:-42}" "${FIT_CAP[@]}"; pack_run "gpu_best_fourier_96$RUN_SUFFIX") &
+want split_lite0 && (train_run "lite0_gpu_fourier_192$RUN_SUFFIX" experiment=gpu_best batch_augment=pipeline_fourier model=effnet_lite0 \
+  "$TRAINER" seed="${SEED:-42}" "${FIT_CAP[@]}"; pack_run "lite0_gpu_fourier_192$RUN_SUFFIX") &
 want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
 want batch_pipeline && (train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
 want robust && (train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
