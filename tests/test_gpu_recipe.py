@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import shlex
+
+import pytest
+from omegaconf import OmegaConf
 
 from bloodcell.training import train
-from tests.conftest import FAST
+from tests.conftest import FAST, ROOT
 
 
 def test_gpu_best_composes_and_runs(compose_cfg, tmp_path):
@@ -17,3 +21,32 @@ def test_gpu_best_composes_and_runs(compose_cfg, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
     assert json.loads((tmp_path / "out" / "eval" / "metrics.json").read_text())["accuracy"] >= 0.0
+
+
+def _window_step_overrides(step: str) -> list[str]:
+    """The train.py overrides a step of scripts/gpu/window.sh passes (between its run name and "$TRAINER")."""
+    text = (ROOT / "scripts" / "gpu" / "window.sh").read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"want {step} && (train_run "))
+    words = shlex.split(line.split("train_run", 1)[1].split('"$TRAINER"', 1)[0])
+    return words[1:]  # words[0] is the run name
+
+
+@pytest.mark.parametrize("step, backbone, size", [("split_96", "tf_efficientnet_lite2", 96),
+                                                  ("split_lite0", "tf_efficientnet_lite0", 192)])
+def test_window_split_steps_take_away_one_difference_each(compose_cfg, step, backbone, size):
+    """gpu_best_fourier with exactly one of (Lite2, 192 px) changed: the rest of the recipe (30 epochs, mixing, EMA,
+    the batch pipeline + Fourier mixing, staged unfreezing) must stay, or the split would compare more than one thing."""
+    reference = compose_cfg(["experiment=gpu_best", "batch_augment=pipeline_fourier"])
+    cfg = compose_cfg(_window_step_overrides(step))
+    assert cfg.model.backbone == backbone and cfg.data.image_size == size and cfg.batch_augment.name == "pipeline_fourier"
+    for key in ("trainer.max_epochs", "mix", "model.ema", "model.unfreeze_stages", "optim", "data.batch_size", "augment"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(reference, key), key
+
+
+def test_window_fit_cap_is_a_time_lightning_reads(compose_cfg):
+    """MAX_TIME=HH:MM:SS in window.sh becomes trainer.max_time="00:HH:MM:SS" (Lightning's DD:HH:MM:SS string)."""
+    text = (ROOT / "scripts" / "gpu" / "window.sh").read_text()
+    assert 'FIT_CAP=("trainer.max_time=\\"00:$MAX_TIME\\"")' in text
+    cfg = compose_cfg(["experiment=gpu_best", 'trainer.max_time="00:00:05:00"'])
+    from lightning.pytorch.callbacks import Timer
+    assert Timer(duration=cfg.trainer.max_time)._duration == 300
