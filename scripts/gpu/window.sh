@@ -14,8 +14,8 @@
 #   batch_pipeline  the same with augment=none batch_augment=pipeline (the parity candidate)
 #   robust          python train.py experiment=robust trainer=gpu (issue 12's GPU preset)
 #   syncs           benchmarks/syncs.py --cuda (torch's own sync detector over real steps)
-#   gpu_best_fourier  experiment=gpu_best batch_augment=pipeline_fourier (same SEED rule): issue 12's candidate
-#                   for the GPU preset; give it a call of its own like gpu_best
+#   gpu_best_fourier  experiment=gpu_best batch_augment=pipeline_fourier (same SEED rule): since the ninth stop of issue 12
+#                   the same recipe as gpu_best (kept so the commands in docs/results still run); give it a call of its own
 #   split_96 / split_lite0  gpu_best_fourier with one of its two differences from the CPU preset taken away (same SEED
 #                   rule): Lite2 at 96 px (data.image_size=96) and Lite0 at 192 px (model=effnet_lite0) — which of the
 #                   two carries gpu_best's cross-lab lead; both fit one call side by side
