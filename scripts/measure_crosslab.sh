@@ -70,6 +70,9 @@ declare -A ROWS=(
   [fourier_freeze_bn]="batch_augment=fourier model.freeze_bn=true"
   # experiment=robust with the whole backbone fine-tuned after the head-only epoch (stem and blocks.0/1 too), as gpu_best does
   [fourier_unfreeze_all]="batch_augment=fourier model.unfreeze_stages=-1"
+  # experiment=robust at 192 px within about its 30-minute CPU budget: 2 epochs (1 head-only + 1 fine-tuning) at 4x the
+  # pixels — can the CPU buy the 192 px input that carries gpu_best's lead on the GPU?
+  [fourier_192_2ep]="batch_augment=fourier data.image_size=192 trainer.max_epochs=2"
 )
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
@@ -80,7 +83,7 @@ copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
-       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all)
+       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
