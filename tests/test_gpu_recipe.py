@@ -24,11 +24,11 @@ def test_gpu_best_composes_and_runs(compose_cfg, tmp_path):
 
 
 def _window_step_overrides(step: str) -> list[str]:
-    """The train.py overrides a step of scripts/gpu/window.sh passes (between its run name and "$TRAINER")."""
-    text = (ROOT / "scripts" / "gpu" / "window.sh").read_text().replace("\\\n", " ")
-    line = next(ln for ln in text.splitlines() if ln.startswith(f"want {step} && (train_run "))
-    words = shlex.split(line.split("train_run", 1)[1].split('"$TRAINER"', 1)[0])
-    return words[1:]  # words[0] is the run name
+    """The train.py overrides a gpu_best-family step of scripts/gpu/window.sh passes (`best_run NAME overrides... &`)."""
+    text = (ROOT / "scripts" / "gpu" / "window.sh").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"want {step} && best_run "))
+    words = shlex.split(line.split("best_run", 1)[1].rstrip(" &"))
+    return ["experiment=gpu_best", *words[1:]]  # words[0] is the run name; best_run adds the experiment
 
 
 @pytest.mark.parametrize("step, backbone, size", [("split_96", "tf_efficientnet_lite2", 96),

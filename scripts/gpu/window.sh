@@ -19,8 +19,9 @@
 #   split_96 / split_lite0  gpu_best_fourier with one of its two differences from the CPU preset taken away (same SEED
 #                   rule): Lite2 at 96 px (data.image_size=96) and Lite0 at 192 px (model=effnet_lite0) — which of the
 #                   two carries gpu_best's cross-lab lead; both fit one call side by side
-# MAX_TIME=HH:MM:SS caps each training's fit (Lightning's max_time: it stops between steps and keeps its checkpoints),
-# so side-by-side runs that go slower than planned still bring back a model before the call's deadline.
+# MAX_TIME=HH:MM:SS caps the fit of each gpu_best-family training (gpu_best, gpu_best_fourier, split_*; Lightning's
+# max_time: it stops between steps and keeps its checkpoints), so side-by-side runs that go slower than planned still
+# bring back a model before the call's deadline. Unset: gpu_best's own max_time (8 min).
 # NODE_EVAL=0 skips the node's test-split evaluation and cross-lab scoring (evaluate=false, no crosslab): the
 # checkpoint comes back and is scored here on the 128 px originals anyway, and it saves ~40 s of a 15-minute budget.
 # Arguments pick steps (default: all): `bash scripts/gpu/window.sh pipeline syncs gpu_best` runs only those, in the
@@ -86,13 +87,14 @@ tar -czf "$OUT/phase1.tar.gz" -C "$W" logs   # comes back even if phase 2 runs p
 PARITY=(experiment=pbc128_lite0_staged "$TRAINER" trainer.max_epochs=8 trainer.max_time=null seed=42 evaluate=false)
 RUN_SUFFIX=${SEED:+_s$SEED}   # SEED=N names the run NAME_sN (unset: seed 42, the plain name)
 FIT_CAP=(); [ -n "${MAX_TIME:-}" ] && FIT_CAP=("trainer.max_time=\"00:$MAX_TIME\"")
-want gpu_best && (train_run "gpu_best$RUN_SUFFIX" experiment=gpu_best "$TRAINER" seed="${SEED:-42}"; pack_run "gpu_best$RUN_SUFFIX") &
-want gpu_best_fourier && (train_run "gpu_best_fourier$RUN_SUFFIX" experiment=gpu_best batch_augment=pipeline_fourier "$TRAINER" \
-  seed="${SEED:-42}"; pack_run "gpu_best_fourier$RUN_SUFFIX") &
-want split_96 && (train_run "gpu_best_fourier_96$RUN_SUFFIX" experiment=gpu_best batch_augment=pipeline_fourier data.image_size=96 \
-  "$TRAINER" seed="${SEED:-42}" "${FIT_CAP[@]}"; pack_run "gpu_best_fourier_96$RUN_SUFFIX") &
-want split_lite0 && (train_run "lite0_gpu_fourier_192$RUN_SUFFIX" experiment=gpu_best batch_augment=pipeline_fourier model=effnet_lite0 \
-  "$TRAINER" seed="${SEED:-42}" "${FIT_CAP[@]}"; pack_run "lite0_gpu_fourier_192$RUN_SUFFIX") &
+best_run() {  # best_run NAME overrides...: an experiment=gpu_best training (seed SEED, capped by MAX_TIME) + its checkpoint in $OUT
+  local name=$1$RUN_SUFFIX; shift
+  train_run "$name" experiment=gpu_best "$@" "$TRAINER" seed="${SEED:-42}" "${FIT_CAP[@]}"; pack_run "$name"
+}
+want gpu_best && best_run gpu_best &
+want gpu_best_fourier && best_run gpu_best_fourier batch_augment=pipeline_fourier &
+want split_96 && best_run gpu_best_fourier_96 batch_augment=pipeline_fourier data.image_size=96 &
+want split_lite0 && best_run lite0_gpu_fourier_192 batch_augment=pipeline_fourier model=effnet_lite0 &
 want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
 want batch_pipeline && (train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
 want robust && (train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
