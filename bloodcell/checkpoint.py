@@ -16,21 +16,21 @@ from bloodcell.module import BloodCellModule
 WEIGHT_SOURCE_KEYS = {"pretrained": False, "weights": None, "weights_source": None}
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """torch.load with weights_only=True; a missing, foreign or unsafe file is a CheckpointError."""
+def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict:
+    """torch.load with weights_only=True; a missing, foreign or unsafe file is a CheckpointError naming `key`=path."""
     path = Path(path).expanduser()
     if not path.is_file():
         hint = " (a folder: give the .ckpt file inside, e.g. checkpoints/last.ckpt)" if path.is_dir() else ""
-        raise CheckpointError(f"ckpt={path}: no such checkpoint file{hint}. Checkpoints are written to <run dir>/checkpoints/.")
+        raise CheckpointError(f"{key}={path}: no such checkpoint file{hint}. Checkpoints are written to <run dir>/checkpoints/.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         raise CheckpointError(
-            f"ckpt={path} could not be loaded safely (weights_only=True): {str(exc).splitlines()[0][:300]}. "
+            f"{key}={path} could not be loaded safely (weights_only=True): {str(exc).splitlines()[0][:300]}. "
             "It is corrupt, truncated, or holds Python objects other than tensors; only load checkpoints written by bloodcell."
         ) from None
     if not isinstance(ckpt, dict) or "bloodcell" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"ckpt={path} is not a bloodcell checkpoint (no 'bloodcell' metadata); use a .ckpt written by train.py.")
+        raise CheckpointError(f"{key}={path} is not a bloodcell checkpoint (no 'bloodcell' metadata); use a .ckpt written by train.py.")
     return ckpt
 
 
@@ -86,6 +86,39 @@ def check_resume_compatible(path: str | Path, module: BloodCellModule) -> None:
             f"ckpt_path={path} was trained with a different setup ({'; '.join(diffs)}); resume with the run's own "
             "config, or start a new run in another hydra.run.dir."
         )
+
+
+def init_from_checkpoint(path: str | Path, module: BloodCellModule, ckpt: dict | None = None) -> list[str]:
+    """Start a new run from a trained checkpoint's network weights (`init_from=PATH`), not a resume.
+
+    Why: a short second stage from a finished model — fine-tuning at a larger `data.image_size` (FixRes), or on a lab's
+    own labelled images — needs the trained backbone and head, but a fresh optimiser, schedule, epoch count and data.
+    The weights copied are the checkpoint's `state_dict`, i.e. the EMA average where the run kept one (what it was
+    evaluated with). Classes (names and order) and network must match; returns what else differs (image size,
+    preprocessing), for the log. `ckpt`: the file already read (read_checkpoint(path, key="init_from")).
+    """
+    ckpt = ckpt if ckpt is not None else read_checkpoint(path, key="init_from")
+    saved = ckpt["hyper_parameters"]
+    if list(saved.get("classes") or []) != list(module.classes):
+        raise CheckpointError(
+            f"init_from={path}: trained on classes {list(saved.get('classes') or [])}, this run has {list(module.classes)}; "
+            "the head's outputs would mean different classes. Start from a checkpoint with the same classes in the same order."
+        )
+    before, now = (str((m or {}).get("backbone", (m or {}).get("_target_"))) for m in (saved.get("model"), module.hparams.model))
+    if before != now:
+        raise CheckpointError(f"init_from={path}: its network is {before}, this run's model is {now}; set model=... to the checkpoint's.")
+    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        module.model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"init_from={path}: its weights do not fit this run's model ({str(exc).splitlines()[0][:300]}); "
+            "keep the checkpoint's model.head and backbone settings."
+        ) from None
+    diffs = config_differences(saved.get("image_size"), module.hparams.image_size, "data.image_size")
+    prep_before, prep_now = ({k: v for k, v in (p or {}).items() if k != "image_size"}
+                             for p in (ckpt["bloodcell"].get("preprocess"), module.preprocessing.describe()))
+    return diffs + config_differences(prep_before, prep_now, "preprocess")
 
 
 def weight_space_ensemble(paths: list[str | Path], weights: list[float] | None = None) -> dict:

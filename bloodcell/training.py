@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bloodcell.augment import build_train_transform, jsd_settings
-from bloodcell.checkpoint import check_resume_compatible
+from bloodcell.checkpoint import check_resume_compatible, init_from_checkpoint, read_checkpoint
 from bloodcell.config import as_list, to_plain
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.distributed import check_ddp_launch, hydra_multirun
@@ -130,6 +130,13 @@ def train(cfg: DictConfig) -> float | None:
     check_not_training_on(cfg.data.get("root"), as_list(cfg.get("crosslab")))  # also fails fast on a missing folder
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    init_from = cfg.get("init_from")
+    if init_from and ckpt_path is not None:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} and init_from={init_from}: resume the run (ckpt_path) or start a new one from "
+            "trained weights (init_from), not both."
+        )
+    init_ckpt = read_checkpoint(init_from, key="init_from") if init_from else None  # a bad file stops before data work
     guard_output_dir(output_dir, resuming=ckpt_path is not None)
     if ckpt_path is not None:
         keep_logs_before_resume(output_dir)
@@ -144,6 +151,9 @@ def train(cfg: DictConfig) -> float | None:
     module = build_module(cfg, dm)
     if ckpt_path is not None:
         check_resume_compatible(ckpt_path, module)
+    if init_ckpt is not None:
+        diffs = init_from_checkpoint(init_from, module, init_ckpt)
+        log.info("weights from init_from=%s%s", init_from, f" (differs: {'; '.join(diffs)})" if diffs else "")
     callbacks = instantiate_group(cfg.get("callbacks")) + model_callbacks(cfg.model)  # staged fine-tuning, EMA
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -171,6 +181,8 @@ def train(cfg: DictConfig) -> float | None:
         "seconds_per_epoch": round(fit_seconds / epochs, 2),
         "train_images": len(dm.splits["train"]),
     }
+    if init_from:
+        summary["init_from"] = str(Path(init_from).expanduser().resolve())
     if cfg.get("test") and len(dm.splits["test"]):
         test_results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in (test_results[0] if test_results else {}).items()})

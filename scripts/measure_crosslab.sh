@@ -73,7 +73,12 @@ declare -A ROWS=(
   # experiment=robust at 192 px within about its 30-minute CPU budget: 2 epochs (1 head-only + 1 fine-tuning) at 4x the
   # pixels — can the CPU buy the 192 px input that carries gpu_best's lead on the GPU?
   [fourier_192_2ep]="batch_augment=fourier data.image_size=192 trainer.max_epochs=2"
+  # FixRes-style second stage (Touvron et al., NeurIPS 2019): fourier_epochs' scored checkpoint (96 px, 8 epochs) fine-tuned
+  # for 1 epoch at 192 px (init_from; its 5 staged stages + head from the first step, LR 0.1x, no warm-up) — the 192 px
+  # input that carries gpu_best's lead, bought with one CPU epoch instead of a GPU's 30. init_from is added below.
+  [fourier_fixres_192]="batch_augment=fourier data.image_size=192 trainer.max_epochs=1 model.freeze=false optim.optimizer.lr=1e-4 optim.scheduler.warmup_epochs=0"
 )
+declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
 declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_bicubic]="--resample bicubic"
@@ -83,7 +88,8 @@ copy_dir() { [ "$1" = pipeline_webp ] && echo "$PBC96" || realpath -m "$OUT/copy
 ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pipeline white_balance reinhard scale_wide stain_scale_mixstyle
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
-       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep)
+       fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep
+       fourier_fixres_192)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
@@ -105,6 +111,11 @@ for row in "${ORDER[@]}"; do
     # shellcheck disable=SC2086
     [ -d "$copy" ] || python scripts/resized_copy.py ../shared/data/pbc128 "$copy" ${COPY_ARGS[$row]}
     overrides="data.root=$copy $overrides"
+  fi
+  if [ -n "${INIT_FROM[$row]:-}" ]; then
+    base=${INIT_FROM[$row]}$SUFFIX
+    [ -f "$OUT/$base/summary.json" ] || { echo "row $row starts from row ${INIT_FROM[$row]}: run that row first (same SEED)" >&2; exit 1; }
+    overrides="init_from='$(best "$base")' $overrides"
   fi
   if [ "$row" = robust ]; then   # the preset carries its own settings; same 8 epochs, no wall-clock stop
     train "$run" experiment=robust trainer.max_time=null "seed=$SEED" evaluate=false test=false

@@ -34,6 +34,13 @@ def weights_source(model: dict) -> str:
     return "random initialisation (trained from scratch)"
 
 
+def init_weights(model: dict, summary: dict) -> str:
+    """The run's starting weights: a trained checkpoint (`init_from`) or the backbone's source."""
+    if summary.get("init_from"):
+        return f"the trained checkpoint `{summary['init_from']}` (init_from; backbone and head)"
+    return weights_source(model)
+
+
 def augment_summary(cfg: Any) -> list[str]:
     """One line per augmentation setting: the op list, batch ops, mixing, balancing."""
     aug = to_plain(cfg.get("augment")) or {}
@@ -119,7 +126,7 @@ def model_card(cfg: Any, dm: Any, module: Any, summary: dict, evaluation: dict |
         "## Model",
         f"- backbone `{backbone}` (timm) + dense head {head.get('hidden', [])} (dropout {head.get('dropout')}), "
         f"{n_params / 1e6:.2f} M parameters; {len(module.classes)} classes: {', '.join(module.classes)}",
-        f"- initial weights: {weights_source(model)}"
+        f"- initial weights: {init_weights(model, summary)}"
         + (f"; staged fine-tuning (head only for {model.get('freeze_epochs')} epochs, then {model.get('unfreeze_stages')} stages)"
            if model.get("freeze") else ""),
         f"- input: {prep['image_size']}×{prep['image_size']} RGB, normalised with the backbone's mean {list(module.model.mean)} "
