@@ -115,6 +115,7 @@ def init_from_checkpoint(path: str | Path, module: BloodCellModule, ckpt: dict |
             f"init_from={path}: its weights do not fit this run's model ({str(exc).splitlines()[0][:300]}); "
             "keep the checkpoint's model.head and backbone settings."
         ) from None
+    module.init_from = str(Path(path).expanduser().resolve())  # provenance: the new run's checkpoints and summary name it
     diffs = config_differences(saved.get("image_size"), module.hparams.image_size, "data.image_size")
     prep_before, prep_now = ({k: v for k, v in (p or {}).items() if k != "image_size"}
                              for p in (ckpt["bloodcell"].get("preprocess"), module.preprocessing.describe()))

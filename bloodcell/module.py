@@ -273,3 +273,5 @@ class BloodCellModule(L.LightningModule):
             "data": self.hparams.data,
             "preprocess": self.preprocessing.describe(),
         }
+        if getattr(self, "init_from", None):  # a second-stage run (train.py init_from=): the checkpoint it started from
+            checkpoint["bloodcell"]["init_from"] = self.init_from

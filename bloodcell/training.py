@@ -153,6 +153,7 @@ def train(cfg: DictConfig) -> float | None:
         check_resume_compatible(ckpt_path, module)
     if init_ckpt is not None:
         diffs = init_from_checkpoint(init_from, module, init_ckpt)
+        del init_ckpt  # the file's optimiser state etc. need not stay in memory during the fit
         log.info("weights from init_from=%s%s", init_from, f" (differs: {'; '.join(diffs)})" if diffs else "")
     callbacks = instantiate_group(cfg.get("callbacks")) + model_callbacks(cfg.model)  # staged fine-tuning, EMA
     loggers = instantiate_group(cfg.get("logger"))
@@ -182,7 +183,7 @@ def train(cfg: DictConfig) -> float | None:
         "train_images": len(dm.splits["train"]),
     }
     if init_from:
-        summary["init_from"] = str(Path(init_from).expanduser().resolve())
+        summary["init_from"] = module.init_from
     if cfg.get("test") and len(dm.splits["test"]):
         test_results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in (test_results[0] if test_results else {}).items()})

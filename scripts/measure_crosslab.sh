@@ -77,8 +77,10 @@ declare -A ROWS=(
   # for 1 epoch at 192 px (init_from; its 5 staged stages + head from the first step, LR 0.1x, no warm-up) — the 192 px
   # input that carries gpu_best's lead, bought with one CPU epoch instead of a GPU's 30. init_from is added below.
   [fourier_fixres_192]="batch_augment=fourier data.image_size=192 trainer.max_epochs=1 model.freeze=false optim.optimizer.lr=1e-4 optim.scheduler.warmup_epochs=0"
+  # the same second stage with 2 epochs at 192 px (the 1-epoch stage lost 1.3 points clean: does a second epoch recover it?)
+  [fourier_fixres_192_2ep]="batch_augment=fourier data.image_size=192 trainer.max_epochs=2 model.freeze=false optim.optimizer.lr=1e-4 optim.scheduler.warmup_epochs=0"
 )
-declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
+declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs [fourier_fixres_192_2ep]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
 # pipeline_webp's to PBC96): trained with data.root=<copy>, scored on pbc128's own test split like every row
 declare -A COPY_ARGS=([pipeline_webp]="--resample bicubic --webp 85" [pipeline_bicubic]="--resample bicubic"
@@ -89,7 +91,7 @@ ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pip
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
        fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep
-       fourier_fixres_192)
+       fourier_fixres_192 fourier_fixres_192_2ep)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists

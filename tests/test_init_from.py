@@ -45,7 +45,14 @@ def test_second_stage_starts_from_the_checkpoint_weights_at_another_size(compose
     summary = json.loads((second / "summary.json").read_text())
     assert summary["init_from"] == str(trained.resolve())
     assert f"the trained checkpoint `{trained.resolve()}`" in (second / "checkpoints" / "model_card.md").read_text()
-    assert read_checkpoint(second / "checkpoints" / "last.ckpt")["hyper_parameters"]["image_size"] == 48
+    saved = read_checkpoint(second / "checkpoints" / "last.ckpt")
+    assert saved["hyper_parameters"]["image_size"] == 48
+    assert saved["bloodcell"]["init_from"] == str(trained.resolve())  # provenance in the checkpoint itself
+    assert "init_from" not in read_checkpoint(fresh / "checkpoints" / "last.ckpt")["bloodcell"]
+    from bloodcell.evaluation.inference import load_members
+
+    (member,) = load_members([second / "checkpoints" / "last.ckpt"])
+    assert member.describe()["init_from"] == str(trained.resolve())  # evaluate.py's metrics.json names it per member
 
 
 def altered_copy(src: Path, dst: Path, change) -> Path:

@@ -148,9 +148,11 @@ class Member:
             "image_size": int(self.module.hparams.image_size),
             "weight": self.weight,
         }
-        recipe = (getattr(self.module, "checkpoint_meta", None) or {}).get("weight_ensemble")
-        if recipe:  # a weight-space mean of other checkpoints (bloodcell.tools.weight_ensemble): say which
-            out["weight_ensemble"] = recipe
+        meta = getattr(self.module, "checkpoint_meta", None) or {}
+        if meta.get("weight_ensemble"):  # a weight-space mean of other checkpoints (bloodcell.tools.weight_ensemble): say which
+            out["weight_ensemble"] = meta["weight_ensemble"]
+        if meta.get("init_from"):  # a second-stage run (train.py init_from=): the checkpoint it started from
+            out["init_from"] = meta["init_from"]
         return out
 
 
