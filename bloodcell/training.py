@@ -131,12 +131,8 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     init_from = cfg.get("init_from")
-    if init_from and ckpt_path is not None:
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path} and init_from={init_from}: resume the run (ckpt_path) or start a new one from "
-            "trained weights (init_from), not both."
-        )
-    init_ckpt = read_checkpoint(init_from, key="init_from") if init_from else None  # a bad file stops before data work
+    # a bad init_from file stops before any data work; on resume (ckpt_path) the run's own checkpoint holds the weights
+    init_ckpt = read_checkpoint(init_from, key="init_from") if init_from and ckpt_path is None else None
     guard_output_dir(output_dir, resuming=ckpt_path is not None)
     if ckpt_path is not None:
         keep_logs_before_resume(output_dir)
@@ -155,6 +151,9 @@ def train(cfg: DictConfig) -> float | None:
         diffs = init_from_checkpoint(init_from, module, init_ckpt)
         del init_ckpt  # the file's optimiser state etc. need not stay in memory during the fit
         log.info("weights from init_from=%s%s", init_from, f" (differs: {'; '.join(diffs)})" if diffs else "")
+    elif init_from:  # resuming a second-stage run with its own command: init_from only names where that run started
+        module.init_from = str(Path(init_from).expanduser().resolve())
+        log.info("resuming from %s; init_from=%s kept as the run's starting point (its weights are not reloaded)", ckpt_path, init_from)
     callbacks = instantiate_group(cfg.get("callbacks")) + model_callbacks(cfg.model)  # staged fine-tuning, EMA
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

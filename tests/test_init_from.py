@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bloodcell.checkpoint import read_checkpoint
-from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.errors import CheckpointError
 from bloodcell.training import train
 from tests.conftest import FAST
 
@@ -66,8 +66,6 @@ def test_init_from_errors_name_the_problem(compose_cfg, tmp_path, trained):
     cfg = [*TINY, "trainer.max_epochs=1"]
     with pytest.raises(CheckpointError, match=r"init_from=.*nope.ckpt: no such checkpoint file"):
         train(compose_cfg([*cfg, f"init_from={tmp_path / 'nope.ckpt'}"]))
-    with pytest.raises(ConfigError, match=r"resume the run \(ckpt_path\) or start a new one from trained weights \(init_from\)"):
-        train(compose_cfg([*cfg, f"init_from={trained}", f"ckpt_path={trained}"]))
 
     def swap_classes(ckpt: dict) -> None:
         classes = ckpt["hyper_parameters"]["classes"]
@@ -81,3 +79,14 @@ def test_init_from_errors_name_the_problem(compose_cfg, tmp_path, trained):
         train(compose_cfg([*cfg, f"init_from={other_net}", f"paths.output_dir={tmp_path / 'b'}"]))
     with pytest.raises(CheckpointError, match=r"its weights do not fit this run's model .*keep the checkpoint's model.head"):
         train(compose_cfg([*cfg, f"init_from={trained}", "model.head.hidden=[16]", f"paths.output_dir={tmp_path / 'c'}"]))
+
+
+def test_a_second_stage_resumes_with_its_own_command(compose_cfg, tmp_path, trained):
+    """The README's resume recipe (same command + ckpt_path=last) works for an init_from run and keeps its provenance."""
+    out = tmp_path / "second"
+    stage = [*TINY, "data.image_size=48", f"init_from={trained}", f"paths.output_dir={out}"]
+    train(compose_cfg([*stage, "trainer.max_epochs=1"]))
+    train(compose_cfg([*stage, "trainer.max_epochs=2", "ckpt_path=last"]))
+    last = read_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 1 and last["bloodcell"]["init_from"] == str(trained.resolve())
+    assert json.loads((out / "summary.json").read_text())["init_from"] == str(trained.resolve())
