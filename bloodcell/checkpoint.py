@@ -99,9 +99,10 @@ def init_from_checkpoint(path: str | Path, module: BloodCellModule, ckpt: dict |
     """
     ckpt = ckpt if ckpt is not None else read_checkpoint(path, key="init_from")
     saved = ckpt["hyper_parameters"]
-    if list(saved.get("classes") or []) != list(module.classes):
+    saved_classes = list(saved.get("classes") or [])
+    if saved_classes != list(module.classes):
         raise CheckpointError(
-            f"init_from={path}: trained on classes {list(saved.get('classes') or [])}, this run has {list(module.classes)}; "
+            f"init_from={path}: trained on classes {saved_classes}, this run has {list(module.classes)}; "
             "the head's outputs would mean different classes. Start from a checkpoint with the same classes in the same order."
         )
     before, now = (str((m or {}).get("backbone", (m or {}).get("_target_"))) for m in (saved.get("model"), module.hparams.model))
@@ -115,7 +116,6 @@ def init_from_checkpoint(path: str | Path, module: BloodCellModule, ckpt: dict |
             f"init_from={path}: its weights do not fit this run's model ({str(exc).splitlines()[0][:300]}); "
             "keep the checkpoint's model.head and backbone settings."
         ) from None
-    module.init_from = str(Path(path).expanduser().resolve())  # provenance: the new run's checkpoints and summary name it
     diffs = config_differences(saved.get("image_size"), module.hparams.image_size, "data.image_size")
     prep_before, prep_now = ({k: v for k, v in (p or {}).items() if k != "image_size"}
                              for p in (ckpt["bloodcell"].get("preprocess"), module.preprocessing.describe()))

@@ -87,6 +87,7 @@ class BloodCellModule(L.LightningModule):
         self.mixer = self._build_mixer(mix or {})
         self.jsd_loss = self._build_jsd(jsd, weights)
         self.batch_augment = build_batch_augment(batch_augment)
+        self.init_from: str | None = None  # set by train.py init_from=: the checkpoint a second-stage run started from
         n = len(self.classes)
         self.train_metrics = make_metrics(n, "train/", validate_args=False)  # labels come from our own cache
         self.val_metrics = make_metrics(n, "val/")
@@ -273,5 +274,5 @@ class BloodCellModule(L.LightningModule):
             "data": self.hparams.data,
             "preprocess": self.preprocessing.describe(),
         }
-        if getattr(self, "init_from", None):  # a second-stage run (train.py init_from=): the checkpoint it started from
+        if self.init_from:
             checkpoint["bloodcell"]["init_from"] = self.init_from

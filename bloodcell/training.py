@@ -147,12 +147,13 @@ def train(cfg: DictConfig) -> float | None:
     module = build_module(cfg, dm)
     if ckpt_path is not None:
         check_resume_compatible(ckpt_path, module)
+    if init_from:  # provenance, also when resuming: the run's checkpoints, summary and model card name it
+        module.init_from = str(Path(init_from).expanduser().resolve())
     if init_ckpt is not None:
         diffs = init_from_checkpoint(init_from, module, init_ckpt)
         del init_ckpt  # the file's optimiser state etc. need not stay in memory during the fit
         log.info("weights from init_from=%s%s", init_from, f" (differs: {'; '.join(diffs)})" if diffs else "")
-    elif init_from:  # resuming a second-stage run with its own command: init_from only names where that run started
-        module.init_from = str(Path(init_from).expanduser().resolve())
+    elif init_from:  # resuming a second-stage run with its own command: its checkpoint holds the weights
         log.info("resuming from %s; init_from=%s kept as the run's starting point (its weights are not reloaded)", ckpt_path, init_from)
     callbacks = instantiate_group(cfg.get("callbacks")) + model_callbacks(cfg.model)  # staged fine-tuning, EMA
     loggers = instantiate_group(cfg.get("logger"))

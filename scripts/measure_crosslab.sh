@@ -29,6 +29,8 @@ PBC96=$(realpath -m "${PBC96:-$OUT/pbc96}")   # pipeline_webp: the copy of ../sh
 
 STAIN="augment.stain_aug.randstain_p=0.5 augment.stain_aug.hestain_p=0.2 augment.stain_aug.channel_mix_p=0.3 augment.stain_aug.gray_p=0.1"
 COMBO="augment.scale_range=[0.5,1.6] model.mixstyle.p=0.5 $STAIN"   # the combination first chosen on principle
+# the 192 px second stage of the fourier_fixres_* rows (their init_from is set from INIT_FROM below)
+FIXRES="batch_augment=fourier data.image_size=192 model.freeze=false optim.optimizer.lr=1e-4 optim.scheduler.warmup_epochs=0"
 declare -A ROWS=(
   [pipeline]=""
   [white_balance]="data.preprocess.colour=white_balance"
@@ -76,9 +78,9 @@ declare -A ROWS=(
   # FixRes-style second stage (Touvron et al., NeurIPS 2019): fourier_epochs' scored checkpoint (96 px, 8 epochs) fine-tuned
   # for 1 epoch at 192 px (init_from; its 5 staged stages + head from the first step, LR 0.1x, no warm-up) — the 192 px
   # input that carries gpu_best's lead, bought with one CPU epoch instead of a GPU's 30. init_from is added below.
-  [fourier_fixres_192]="batch_augment=fourier data.image_size=192 trainer.max_epochs=1 model.freeze=false optim.optimizer.lr=1e-4 optim.scheduler.warmup_epochs=0"
+  [fourier_fixres_192]="$FIXRES trainer.max_epochs=1"
   # the same second stage with 2 epochs at 192 px (the 1-epoch stage lost 1.3 points clean: does a second epoch recover it?)
-  [fourier_fixres_192_2ep]="batch_augment=fourier data.image_size=192 trainer.max_epochs=2 model.freeze=false optim.optimizer.lr=1e-4 optim.scheduler.warmup_epochs=0"
+  [fourier_fixres_192_2ep]="$FIXRES trainer.max_epochs=2"
 )
 declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs [fourier_fixres_192_2ep]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
