@@ -21,7 +21,7 @@ from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
 from bloodcell.models.mixstyle import attach_mixstyle
-from bloodcell.optim import check_optimizer_name, warmup_cosine
+from bloodcell.optim import check_optimizer_name, frozen_batchnorm_stats, sam_perturb, sam_restore, warmup_cosine
 
 CHECKPOINT_FORMAT = 1
 MIX_KEYS = ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "mode", "label_smoothing", "off_last_epochs")  # conf/train.yaml mix.*
@@ -67,13 +67,14 @@ class BloodCellModule(L.LightningModule):
         channels_last: bool = False,
         jsd: dict | None = None,
         batch_augment: dict | None = None,
+        sam: dict | None = None,
     ) -> None:
         super().__init__()
         model, optim, loss, mix, data = (to_plain(c) for c in (model, optim, loss, mix, data))
         self.save_hyperparameters(
             {"model": model, "optim": optim, "classes": list(classes), "image_size": int(image_size), "loss": loss or {},
              "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last,
-             "batch_augment": to_plain(batch_augment)}
+             "batch_augment": to_plain(batch_augment), "sam": to_plain(sam) or {}}
         )
         self.classes = list(classes)
         self.model = build_model_from_cfg(model, len(self.classes))
@@ -87,6 +88,12 @@ class BloodCellModule(L.LightningModule):
         self.mixer = self._build_mixer(mix or {})
         self.jsd_loss = self._build_jsd(jsd, weights)
         self.batch_augment = build_batch_augment(batch_augment)
+        # sharpness-aware minimisation (conf/train.yaml sam.rho; 0 = off): see optimizer_step
+        self.sam_rho = float(require_keys(sam, ("rho",), "sam")["rho"]) if sam else 0.0
+        if self.sam_rho < 0:
+            raise ConfigError(f"sam.rho={self.sam_rho} must be ≥ 0 (0 = off; Foret et al. use 0.05).")
+        self._sam_inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # the step's batch, for SAM's second pass
+        self._sam_replay = False
         self.init_from: str | None = None  # set by train.py init_from=: the checkpoint a second-stage run started from
         n = len(self.classes)
         self.train_metrics = make_metrics(n, "train/", validate_args=False)  # labels come from our own cache
@@ -157,6 +164,10 @@ class BloodCellModule(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self._sam_replay:  # SAM's second pass: the same augmented, mixed batch at the perturbed weights
+            assert self._sam_inputs is not None
+            x, y, target = self._sam_inputs
+            return self._loss(self.model(x), y, target)
         x, y = batch
         if self.jsd_loss is not None:  # (clean, aug, aug) stacked on channels → one 3N batch
             x = torch.cat(x.split(3, dim=1))
@@ -166,18 +177,46 @@ class BloodCellModule(L.LightningModule):
         target = y
         if self.mixing_active() and x.shape[0] % 2 == 0:
             x, target = self.mixer(x, y)
+        if self.sam_rho:
+            self._sam_inputs = (x, y, target)
         logits = self.model(x)
+        loss = self._loss(logits, y, target)
         if self.jsd_loss is not None:
-            loss = self.jsd_loss(logits, y)
             logits = logits[: y.shape[0]]  # metrics on the clean view
-        else:
-            loss = self.loss_fn(logits, target)
         # prog_bar=False: Lightning turns progress-bar values into Python floats after *every* step (a device sync);
         # the bar shows train/loss anyway, read only when it redraws (callbacks.ThrottledRichProgressBar.metrics)
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=x.shape[0])
         if target.ndim == 1:
             self._remember("train", logits, y)
         return loss
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.jsd_loss(logits, y) if self.jsd_loss is not None else self.loss_fn(logits, target)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """With sam.rho > 0, sharpness-aware minimisation around the configured optimiser (Foret et al., ICLR 2021).
+
+        Gradient at w (the usual training_step + backward), move to w + rho·g/‖g‖, gradient again on the same batch
+        (BatchNorm statistics not counted twice), move back; the optimiser then steps from w with the second gradient.
+        Two forward/backward passes per step: about twice the time.
+        """
+        if not self.sam_rho or optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+
+        def sharpness_aware_closure():
+            loss = optimizer_closure()
+            moves = sam_perturb(params, self.sam_rho)
+            self._sam_replay = True
+            try:
+                with frozen_batchnorm_stats(self.model):
+                    optimizer_closure()
+            finally:
+                self._sam_replay, self._sam_inputs = False, None
+                sam_restore(moves)
+            return loss
+
+        optimizer.step(closure=sharpness_aware_closure)
 
     # -- metrics: top-1 predictions stay on the device during an epoch, one torchmetrics update at its end ----------
     # (torchmetrics' update runs torch.bincount, which synchronises with the GPU; once per epoch instead of per step)
@@ -243,6 +282,8 @@ class BloodCellModule(L.LightningModule):
             raise ConfigError("optim.optimizer.opt is missing; choose a config from conf/optim/ (adam, adamw, sgd, lion).")
         check_optimizer_name(str(opt_cfg["opt"]))
         optimizer = instantiate(opt_cfg, _partial_=True, _convert_="all")(self.optimizer_params())
+        if self.sam_rho:
+            self._check_sam_fits_trainer()
         sched = dict(optim.get("scheduler") or {})
         if not sched or require_keys(sched, ("name",), "optim.scheduler")["name"] in (None, "none"):
             return optimizer
@@ -252,6 +293,16 @@ class BloodCellModule(L.LightningModule):
         warmup = int(round(float(s["warmup_epochs"]) * total / max_epochs))
         scheduler = warmup_cosine(optimizer, total, warmup, float(s["min_lr_ratio"]), float(s["warmup_start_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _check_sam_fits_trainer(self) -> None:
+        """SAM's two passes need the whole step's gradient at full scale: no fp16 loss scaling, no accumulation."""
+        trainer = self.trainer
+        if str(trainer.precision).startswith("16"):
+            raise ConfigError(f"sam.rho={self.sam_rho} with trainer.precision={trainer.precision}: fp16 loss scaling can hand SAM "
+                              "an inf gradient that would corrupt the weights; use trainer.precision=bf16-mixed or 32-true, or sam.rho=0.")
+        if int(trainer.accumulate_grad_batches) > 1:
+            raise ConfigError(f"sam.rho={self.sam_rho} with trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: SAM "
+                              "perturbs with one batch's gradient; set trainer.accumulate_grad_batches=1 (or sam.rho=0).")
 
     # -- checkpoint -----------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""Optimizer (timm's factory) and a warmup + cosine schedule built on torch's LambdaLR.
+"""Optimizer (timm's factory), a warmup + cosine schedule built on torch's LambdaLR, and SAM's two steps.
 
 torch schedulers, not timm's: Lightning steps torch LRSchedulers natively (timm's would need
 `lr_scheduler_step` overridden).
@@ -6,6 +6,8 @@ torch schedulers, not timm's: Lightning steps torch LRSchedulers natively (timm'
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import timm.optim
 import torch
@@ -38,3 +40,54 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
                   warmup_start_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     """The schedule as a torch LambdaLR (stepped per batch by Lightning), scaling each param group's own LR."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(total_steps, warmup_steps, min_lr_ratio, warmup_start_ratio))
+
+
+# -- sharpness-aware minimisation -------------------------------------------------------------------------------------
+# SAM (Foret et al., ICLR 2021) seeks weights whose whole neighbourhood has a low loss; flat minima are the reading the
+# domain-generalisation literature gives for why SWAD / SAM-style training transfers better to unseen domains (Cha et
+# al., NeurIPS 2021; Wang et al., CVPR 2023). Written here as two small steps around any timm optimiser, not as
+# pytorch_optimizer's SAM: that class wraps the optimiser it builds and expects the first gradients before its step(),
+# while Lightning's automatic optimisation hands the optimiser a closure before any gradient exists.
+
+
+@torch.no_grad()
+def sam_perturb(params: list[torch.nn.Parameter], rho: float) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """Move every parameter that has a gradient by rho·g/‖g‖ (one global norm): the ascent step. Returns the moves."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return []
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    scale = rho / (norm + 1e-12)
+    moves = []
+    for p in params:
+        if p.grad is not None:
+            step = (p.grad * scale).to(p.dtype)
+            p.add_(step)
+            moves.append((p, step))
+    return moves
+
+
+@torch.no_grad()
+def sam_restore(moves: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+    """Undo sam_perturb: the optimiser then updates the original weights with the perturbed point's gradient."""
+    for p, step in moves:
+        p.sub_(step)
+
+
+@contextmanager
+def frozen_batchnorm_stats(model: torch.nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with the batch as usual but leave their running statistics (and counters) alone.
+
+    SAM's second forward pass sees the same batch at perturbed weights; counting it would update the running
+    statistics twice per step, once of them at weights the optimiser never keeps.
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.momentum = 0.0  # running = (1 - 0)·running + 0·batch
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(layers, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)

@@ -62,6 +62,7 @@ def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
         channels_last=bool(cfg.channels_last),
         jsd=jsd_settings(cfg.get("augment")),
         batch_augment=cfg.get("batch_augment"),
+        sam=cfg.get("sam"),
     )
     compile_model(module, cfg.get("compile"))
     return module

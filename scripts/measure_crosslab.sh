@@ -81,6 +81,9 @@ declare -A ROWS=(
   [fourier_fixres_192]="$FIXRES trainer.max_epochs=1"
   # the same second stage with 2 epochs at 192 px (the 1-epoch stage lost 1.3 points clean: does a second epoch recover it?)
   [fourier_fixres_192_2ep]="$FIXRES trainer.max_epochs=2"
+  # experiment=robust with sharpness-aware minimisation (sam.rho=0.05, Foret et al.'s value): flat minima as a
+  # domain-generalisation method (SWAD/SAGM line); two forward/backward passes per step, so about twice the time
+  [fourier_sam]="batch_augment=fourier sam.rho=0.05"
 )
 declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs [fourier_fixres_192_2ep]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
@@ -93,7 +96,7 @@ ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pip
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
        fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep
-       fourier_fixres_192 fourier_fixres_192_2ep)
+       fourier_fixres_192 fourier_fixres_192_2ep fourier_sam)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
