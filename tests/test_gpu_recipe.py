@@ -43,6 +43,14 @@ def test_window_split_steps_take_away_one_difference_each(compose_cfg, step, bac
         assert OmegaConf.select(cfg, key) == OmegaConf.select(reference, key), key
 
 
+def test_window_size_256_is_split_lite0_at_256_px(compose_cfg):
+    """The larger-input step changes split_lite0's input size and nothing else."""
+    lite0, larger = (compose_cfg(_window_step_overrides(step)) for step in ("split_lite0", "size_256"))
+    assert lite0.data.image_size == 192 and larger.data.image_size == 256
+    larger.data.image_size = 192
+    assert OmegaConf.to_container(larger) == OmegaConf.to_container(lite0)
+
+
 def test_window_fit_cap_is_a_time_lightning_reads(compose_cfg):
     """MAX_TIME=HH:MM:SS in window.sh becomes trainer.max_time="00:HH:MM:SS" (Lightning's DD:HH:MM:SS string)."""
     text = (ROOT / "scripts" / "gpu" / "window.sh").read_text()

@@ -19,6 +19,8 @@
 #   split_96 / split_lite0  gpu_best_fourier with one of its two differences from the CPU preset taken away (same SEED
 #                   rule): Lite2 at 96 px (data.image_size=96) and Lite0 at 192 px (model=effnet_lite0) — which of the
 #                   two carries gpu_best's cross-lab lead; both fit one call side by side
+#   size_256        split_lite0 at 256 px (data.image_size=256, same SEED rule): does a larger input than 192 px move other
+#                   labs' images further? (~1.8x split_lite0's pixels: give it a call of its own, MAX_TIME=00:07:30)
 # MAX_TIME=HH:MM:SS caps the fit of each gpu_best-family training (gpu_best, gpu_best_fourier, split_*; Lightning's
 # max_time: it stops between steps and keeps its checkpoints), so side-by-side runs that go slower than planned still
 # bring back a model before the call's deadline. Unset: gpu_best's own max_time (8 min).
@@ -95,6 +97,7 @@ want gpu_best && best_run gpu_best &
 want gpu_best_fourier && best_run gpu_best_fourier batch_augment=pipeline_fourier &
 want split_96 && best_run gpu_best_fourier_96 batch_augment=pipeline_fourier data.image_size=96 &
 want split_lite0 && best_run lite0_gpu_fourier_192 batch_augment=pipeline_fourier model=effnet_lite0 &
+want size_256 && best_run lite0_gpu_fourier_256 batch_augment=pipeline_fourier model=effnet_lite0 data.image_size=256 &
 want cpu_pipeline && (train_run cpu_pipeline "${PARITY[@]}" augment=pipeline data.num_workers=6; pack_run cpu_pipeline) &
 want batch_pipeline && (train_run batch_pipeline "${PARITY[@]}" augment=none batch_augment=pipeline data.num_workers=4; pack_run batch_pipeline) &
 want robust && (train_run robust experiment=robust "$TRAINER" seed=42 evaluate=false data.num_workers=8; pack_run robust) &
