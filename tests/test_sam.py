@@ -107,6 +107,7 @@ def test_sam_trains_from_the_real_config_and_refuses_what_would_break_it(compose
     out = tmp_path / "run"
     train(compose_cfg([*base, f"paths.output_dir={out}"]))
     assert json.loads((out / "summary.json").read_text())  # a full run with SAM completes and writes its summary
+    assert "with sharpness-aware minimisation (SAM, rho 0.05)" in (out / "checkpoints" / "model_card.md").read_text()
     with pytest.raises(ConfigError, match=r"sam.rho=0.05 with trainer.accumulate_grad_batches=2"):
         train(compose_cfg([*base, "trainer.accumulate_grad_batches=2", f"paths.output_dir={tmp_path / 'acc'}"]))
     with pytest.raises(ConfigError, match=r"sam.rho=-1.0 must be ≥ 0"):

@@ -151,7 +151,8 @@ def model_card(cfg: Any, dm: Any, module: Any, summary: dict, evaluation: dict |
         f"- {summary.get('epochs')} epoch(s) of max {trainer.get('max_epochs')}, {summary.get('train_images')} training images, "
         f"batch {data.get('batch_size')}; {_f(summary.get('fit_seconds'), 1)} s fitting "
         f"({_f(summary.get('seconds_per_epoch'), 1)} s/epoch)",
-        f"- optimizer {optim.get('opt')} lr {optim.get('lr')} weight decay {optim.get('weight_decay')}; "
+        f"- optimizer {optim.get('opt')} lr {optim.get('lr')} weight decay {optim.get('weight_decay')}"
+        + (f" with sharpness-aware minimisation (SAM, rho {module.sam_rho})" if module.sam_rho else "") + "; "
         f"precision {trainer.get('precision')}, "
         f"accelerator {trainer.get('accelerator')} × {trainer.get('devices')}; seed {cfg.get('seed')}"
         + ("; fast_dev_run (a smoke test, not a trained model)" if trainer.get("fast_dev_run") else ""),
