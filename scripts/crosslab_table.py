@@ -83,6 +83,7 @@ ROWS = {
     "fourier_fixres_192": "`fourier_epochs` + 1 epoch at 192 px (`init_from=` its checkpoint, LR 1e-4; FixRes-style second stage)",
     "fourier_fixres_192_2ep": "the same second stage with 2 epochs at 192 px (`trainer.max_epochs=2`)",
     "fourier_sam": "`batch_augment=fourier sam.rho=0.05` (sharpness-aware minimisation; two passes per step)",
+    "fourier_cell": "`batch_augment=fourier data.preprocess.scale=cell` (Fourier mixing + the magnification normaliser)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
     "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",
     "gpu_best_fourier_s7": "the same, seed 7",

@@ -84,6 +84,9 @@ declare -A ROWS=(
   # experiment=robust with sharpness-aware minimisation (sam.rho=0.05, Foret et al.'s value): flat minima as a
   # domain-generalisation method (SWAD/SAGM line); two forward/backward passes per step, so about twice the time
   [fourier_sam]="batch_augment=fourier sam.rho=0.05"
+  # experiment=robust + the magnification normaliser: the style randomisation that helps lymphocytes/neutrophils and the
+  # normaliser that fixes monocytes, together (RandConv + the normaliser lost: randconv_cell)
+  [fourier_cell]="batch_augment=fourier data.preprocess.scale=cell"
 )
 declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs [fourier_fixres_192_2ep]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
@@ -96,7 +99,7 @@ ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pip
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
        fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep
-       fourier_fixres_192 fourier_fixres_192_2ep fourier_sam)
+       fourier_fixres_192 fourier_fixres_192_2ep fourier_sam fourier_cell)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
