@@ -206,14 +206,14 @@ class BloodCellModule(L.LightningModule):
 
         def sharpness_aware_closure():
             loss = optimizer_closure()
-            moves = sam_perturb(params, self.sam_rho)
+            originals = sam_perturb(params, self.sam_rho)
             self._sam_replay = True
             try:
                 with frozen_batchnorm_stats(self.model):
                     optimizer_closure()
             finally:
                 self._sam_replay, self._sam_inputs = False, None
-                sam_restore(moves)
+                sam_restore(originals)
             return loss
 
         optimizer.step(closure=sharpness_aware_closure)

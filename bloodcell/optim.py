@@ -52,26 +52,28 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
 @torch.no_grad()
 def sam_perturb(params: list[torch.nn.Parameter], rho: float) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
-    """Move every parameter that has a gradient by rho·g/‖g‖ (one global norm): the ascent step. Returns the moves."""
+    """Move every parameter that has a gradient by rho·g/‖g‖ (one global norm): the ascent step.
+
+    Returns each moved parameter with a copy of its original value (restored exactly, not by subtracting the step).
+    """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return []
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
     scale = rho / (norm + 1e-12)
-    moves = []
+    saved = []
     for p in params:
         if p.grad is not None:
-            step = (p.grad * scale).to(p.dtype)
-            p.add_(step)
-            moves.append((p, step))
-    return moves
+            saved.append((p, p.detach().clone()))
+            p.add_((p.grad * scale).to(p.dtype))
+    return saved
 
 
 @torch.no_grad()
-def sam_restore(moves: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+def sam_restore(saved: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
     """Undo sam_perturb: the optimiser then updates the original weights with the perturbed point's gradient."""
-    for p, step in moves:
-        p.sub_(step)
+    for p, original in saved:
+        p.copy_(original)
 
 
 @contextmanager
