@@ -19,9 +19,10 @@ from bloodcell.config import check_trusted_targets, require_keys, to_plain
 from bloodcell.data.datamodule import with_data_defaults
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.models.distill import DistillSettings, FrozenTeacher
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
 from bloodcell.models.mixstyle import attach_mixstyle
-from bloodcell.optim import check_optimizer_name, frozen_batchnorm_stats, sam_perturb, sam_restore, warmup_cosine
+from bloodcell.optim import check_optimizer_name, check_sam_fits_trainer, frozen_batchnorm_stats, sam_perturb, sam_restore, warmup_cosine
 
 CHECKPOINT_FORMAT = 1
 MIX_KEYS = ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "mode", "label_smoothing", "off_last_epochs")  # conf/train.yaml mix.*
@@ -68,13 +69,15 @@ class BloodCellModule(L.LightningModule):
         jsd: dict | None = None,
         batch_augment: dict | None = None,
         sam: dict | None = None,
+        distill: dict | None = None,
     ) -> None:
         super().__init__()
         model, optim, loss, mix, data = (to_plain(c) for c in (model, optim, loss, mix, data))
         self.save_hyperparameters(
             {"model": model, "optim": optim, "classes": list(classes), "image_size": int(image_size), "loss": loss or {},
              "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last,
-             "batch_augment": to_plain(batch_augment), "sam": to_plain(sam) or {}}
+             "batch_augment": to_plain(batch_augment), "sam": to_plain(sam) or {},
+             "distill": to_plain(distill) or {}}
         )
         self.classes = list(classes)
         self.model = build_model_from_cfg(model, len(self.classes))
@@ -92,8 +95,10 @@ class BloodCellModule(L.LightningModule):
         self.sam_rho = float(require_keys(sam, ("rho",), "sam")["rho"]) if sam else 0.0
         if self.sam_rho < 0:
             raise ConfigError(f"sam.rho={self.sam_rho} must be ≥ 0 (0 = off; Foret et al. use 0.05).")
-        self._sam_inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # the step's batch, for SAM's second pass
+        self._sam_inputs: tuple | None = None  # the step's (inputs, labels, targets, teacher logits), for SAM's second pass
         self._sam_replay = False
+        self.distill = DistillSettings.from_cfg(to_plain(distill))  # knowledge distillation (conf/train.yaml distill.*)
+        self._teacher: FrozenTeacher | None = None  # attach_teacher (training.py); never part of this model's weights
         self.init_from: str | None = None  # set by train.py init_from=: the checkpoint a second-stage run started from
         n = len(self.classes)
         self.train_metrics = make_metrics(n, "train/", validate_args=False)  # labels come from our own cache
@@ -166,8 +171,8 @@ class BloodCellModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if self._sam_replay:  # SAM's second pass: the same augmented, mixed batch at the perturbed weights
             assert self._sam_inputs is not None
-            x, y, target = self._sam_inputs
-            return self._loss(self.model(x), y, target)
+            x, y, target, teacher_logits = self._sam_inputs
+            return self._loss(self.model(x), y, target, teacher_logits)
         x, y = batch
         if self.jsd_loss is not None:  # (clean, aug, aug) stacked on channels → one 3N batch
             x = torch.cat(x.split(3, dim=1))
@@ -177,10 +182,11 @@ class BloodCellModule(L.LightningModule):
         target = y
         if self.mixing_active() and x.shape[0] % 2 == 0:
             x, target = self.mixer(x, y)
+        teacher_logits = self._teacher.logits(x * self.std + self.mean) if self._teacher is not None else None  # same pixels
         if self.sam_rho:
-            self._sam_inputs = (x, y, target)
+            self._sam_inputs = (x, y, target, teacher_logits)
         logits = self.model(x)
-        loss = self._loss(logits, y, target)
+        loss = self._loss(logits, y, target, teacher_logits)
         if self.jsd_loss is not None:
             logits = logits[: y.shape[0]]  # metrics on the clean view
         # prog_bar=False: Lightning turns progress-bar values into Python floats after *every* step (a device sync);
@@ -190,8 +196,19 @@ class BloodCellModule(L.LightningModule):
             self._remember("train", logits, y)
         return loss
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.jsd_loss(logits, y) if self.jsd_loss is not None else self.loss_fn(logits, target)
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None = None):
+        loss = self.jsd_loss(logits, y) if self.jsd_loss is not None else self.loss_fn(logits, target)
+        return loss if teacher_logits is None else self.distill.combine(loss, logits, teacher_logits)
+
+    def attach_teacher(self, teacher: Any, source: str) -> None:
+        """distill.teacher's loaded module (training.py loads it): checked, frozen, kept outside this model's state_dict."""
+        self._teacher = FrozenTeacher.from_module(teacher, self.classes, self.preprocessing, source)
+
+    def on_fit_start(self) -> None:
+        if self.distill.teacher and self._teacher is None:
+            raise ConfigError(f"distill.teacher={self.distill.teacher} is set but no teacher was attached (train.py attaches it).")
+        if self._teacher is not None:
+            self._teacher.to(self.device)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """With sam.rho > 0, sharpness-aware minimisation around the configured optimiser (Foret et al., ICLR 2021).
@@ -283,7 +300,7 @@ class BloodCellModule(L.LightningModule):
         check_optimizer_name(str(opt_cfg["opt"]))
         optimizer = instantiate(opt_cfg, _partial_=True, _convert_="all")(self.optimizer_params())
         if self.sam_rho:
-            self._check_sam_fits_trainer()
+            check_sam_fits_trainer(self.sam_rho, self.trainer)
         sched = dict(optim.get("scheduler") or {})
         if not sched or require_keys(sched, ("name",), "optim.scheduler")["name"] in (None, "none"):
             return optimizer
@@ -293,16 +310,6 @@ class BloodCellModule(L.LightningModule):
         warmup = int(round(float(s["warmup_epochs"]) * total / max_epochs))
         scheduler = warmup_cosine(optimizer, total, warmup, float(s["min_lr_ratio"]), float(s["warmup_start_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _check_sam_fits_trainer(self) -> None:
-        """SAM's two passes need the whole step's gradient at full scale: no fp16 loss scaling, no accumulation."""
-        trainer = self.trainer
-        if str(trainer.precision).startswith("16"):
-            raise ConfigError(f"sam.rho={self.sam_rho} with trainer.precision={trainer.precision}: fp16 loss scaling can hand SAM "
-                              "an inf gradient that would corrupt the weights; use trainer.precision=bf16-mixed or 32-true, or sam.rho=0.")
-        if int(trainer.accumulate_grad_batches) > 1:
-            raise ConfigError(f"sam.rho={self.sam_rho} with trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: SAM "
-                              "perturbs with one batch's gradient; set trainer.accumulate_grad_batches=1 (or sam.rho=0).")
 
     # -- checkpoint -----------------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import timm.optim
 import torch
@@ -93,3 +94,13 @@ def frozen_batchnorm_stats(model: torch.nn.Module) -> Iterator[None]:
         for m, (momentum, count) in zip(layers, saved):
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)
+
+
+def check_sam_fits_trainer(rho: float, trainer: Any) -> None:
+    """SAM's two passes need the whole step's gradient at full scale: no fp16 loss scaling, no accumulation."""
+    if str(trainer.precision).startswith("16"):
+        raise ConfigError(f"sam.rho={rho} with trainer.precision={trainer.precision}: fp16 loss scaling can hand SAM "
+                          "an inf gradient that would corrupt the weights; use trainer.precision=bf16-mixed or 32-true, or sam.rho=0.")
+    if int(trainer.accumulate_grad_batches) > 1:
+        raise ConfigError(f"sam.rho={rho} with trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: SAM "
+                          "perturbs with one batch's gradient; set trainer.accumulate_grad_batches=1 (or sam.rho=0).")

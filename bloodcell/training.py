@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bloodcell.augment import build_train_transform, jsd_settings
-from bloodcell.checkpoint import check_resume_compatible, init_from_checkpoint, read_checkpoint
+from bloodcell.checkpoint import check_resume_compatible, init_from_checkpoint, module_from_checkpoint, read_checkpoint
 from bloodcell.config import as_list, to_plain
 from bloodcell.data.datamodule import BloodCellDataModule
 from bloodcell.distributed import check_ddp_launch, hydra_multirun
@@ -63,9 +63,27 @@ def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
         jsd=jsd_settings(cfg.get("augment")),
         batch_augment=cfg.get("batch_augment"),
         sam=cfg.get("sam"),
+        distill=distill_settings(cfg.get("distill")),
     )
     compile_model(module, cfg.get("compile"))
     return module
+
+
+def distill_settings(distill: Any) -> dict | None:
+    """cfg.distill with the teacher's path made absolute (provenance in the checkpoint and model card); None when off."""
+    plain = to_plain(distill) or {}
+    if not plain.get("teacher"):
+        return None
+    return {**plain, "teacher": str(Path(str(plain["teacher"])).expanduser().resolve())}
+
+
+def load_teacher(cfg: DictConfig) -> Any:
+    """distill.teacher's module, read before any data work so a bad path stops at once (None when distillation is off)."""
+    settings = distill_settings(cfg.get("distill"))
+    if settings is None:
+        return None
+    path = settings["teacher"]
+    return module_from_checkpoint(read_checkpoint(path, key="distill.teacher"), path)
 
 
 def compile_model(module: BloodCellModule, compile_cfg: Any) -> None:
@@ -134,6 +152,7 @@ def train(cfg: DictConfig) -> float | None:
     init_from = cfg.get("init_from")
     # a bad init_from file stops before any data work; on resume (ckpt_path) the run's own checkpoint holds the weights
     init_ckpt = read_checkpoint(init_from, key="init_from") if init_from and ckpt_path is None else None
+    teacher = load_teacher(cfg)
     guard_output_dir(output_dir, resuming=ckpt_path is not None)
     if ckpt_path is not None:
         keep_logs_before_resume(output_dir)
@@ -146,6 +165,10 @@ def train(cfg: DictConfig) -> float | None:
     dm.setup("fit")
     log.info("data: %s, cache %s\n%s", dm.source, dm.cache_folder, dm.counts_table())
     module = build_module(cfg, dm)
+    if teacher is not None:  # knowledge distillation: the teacher labels each training batch (bloodcell/models/distill.py)
+        module.attach_teacher(teacher, module.distill.teacher)
+        d = module.distill
+        log.info("distilling from %s (weight %s, temperature %s)", d.teacher, d.weight, d.temperature)
     if ckpt_path is not None:
         check_resume_compatible(ckpt_path, module)
     if init_from:  # provenance, also when resuming: the run's checkpoints, summary and model card name it

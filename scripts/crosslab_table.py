@@ -84,6 +84,7 @@ ROWS = {
     "fourier_fixres_192_2ep": "the same second stage with 2 epochs at 192 px (`trainer.max_epochs=2`)",
     "fourier_sam": "`batch_augment=fourier sam.rho=0.05` (sharpness-aware minimisation; two passes per step)",
     "fourier_cell": "`batch_augment=fourier data.preprocess.scale=cell` (Fourier mixing + the magnification normaliser)",
+    "fourier_kd": "`batch_augment=fourier distill.teacher=` `lite0_gpu_fourier_192` (distilled from the 192 px H100 model, weight 1, T 1)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
     "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",
     "gpu_best_fourier_s7": "the same, seed 7",
@@ -95,7 +96,7 @@ ROWS = {
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
          "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*",  # see the docs' footnotes
          "train_webp_s7": "§", "fourier_train_webp": "*", "fourier_fixres_192": "*", "fourier_fixres_192_2ep": "*",
-         "fourier_sam": "*", "fourier_cell": "*",
+         "fourier_sam": "*", "fourier_cell": "*", "fourier_kd": "*",
          "randconv": "†", "randconv_tta_scales": "†",
          "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡", "gpu_best": "‡",
          "gpu_best_fourier": "‡", "gpu_best_fourier_s7": "‡", "gpu_best_s7": "‡", "gpu_best_fourier_96": "‡",

@@ -87,6 +87,9 @@ declare -A ROWS=(
   # experiment=robust + the magnification normaliser: the style randomisation that helps lymphocytes/neutrophils and the
   # normaliser that fixes monocytes, together (RandConv + the normaliser lost: randconv_cell)
   [fourier_cell]="batch_augment=fourier data.preprocess.scale=cell"
+  # experiment=robust distilled from a 192 px GPU model (TEACHER=<its .ckpt>, e.g. lite0_gpu_fourier_192 from
+  # scripts/gpu/window.sh split_lite0): consistent teaching on the student's own augmented, mixed batch (Beyer et al. 2022)
+  [fourier_kd]="batch_augment=fourier distill.teacher=${TEACHER:-}"
 )
 declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs [fourier_fixres_192_2ep]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
@@ -99,7 +102,7 @@ ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pip
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
        fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep
-       fourier_fixres_192 fourier_fixres_192_2ep fourier_sam fourier_cell)
+       fourier_fixres_192 fourier_fixres_192_2ep fourier_sam fourier_cell fourier_kd)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
@@ -121,6 +124,9 @@ for row in "${ORDER[@]}"; do
     # shellcheck disable=SC2086
     [ -d "$copy" ] || python scripts/resized_copy.py ../shared/data/pbc128 "$copy" ${COPY_ARGS[$row]}
     overrides="data.root=$copy $overrides"
+  fi
+  if [[ " $overrides" == *" distill.teacher= "* || " $overrides" == *" distill.teacher=" ]]; then
+    echo "row $row needs TEACHER=<a trained .ckpt> (e.g. a 192 px model from scripts/gpu/window.sh split_lite0)" >&2; exit 1
   fi
   if [ -n "${INIT_FROM[$row]:-}" ]; then
     base=${INIT_FROM[$row]}$SUFFIX

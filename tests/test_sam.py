@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bloodcell.errors import ConfigError
 from bloodcell.module import BloodCellModule
-from bloodcell.optim import frozen_batchnorm_stats, sam_perturb, sam_restore
+from bloodcell.optim import check_sam_fits_trainer, frozen_batchnorm_stats, sam_perturb, sam_restore
 from bloodcell.training import train
 from tests.conftest import FAST
 
@@ -112,8 +112,5 @@ def test_sam_trains_from_the_real_config_and_refuses_what_would_break_it(compose
         train(compose_cfg([*base, "trainer.accumulate_grad_batches=2", f"paths.output_dir={tmp_path / 'acc'}"]))
     with pytest.raises(ConfigError, match=r"sam.rho=-1.0 must be ≥ 0"):
         train(compose_cfg([*base, "sam.rho=-1", f"paths.output_dir={tmp_path / 'neg'}"]))
-    module = BloodCellModule(model=dict(compose_cfg(["model=small_cnn"]).model), optim=PLAIN_SGD, classes=CLASSES,
-                             image_size=32, sam={"rho": 0.05})
-    module._trainer = SimpleNamespace(precision="16-mixed", accumulate_grad_batches=1)
     with pytest.raises(ConfigError, match=r"trainer.precision=16-mixed: fp16 loss scaling .*bf16-mixed"):
-        module._check_sam_fits_trainer()
+        check_sam_fits_trainer(0.05, SimpleNamespace(precision="16-mixed", accumulate_grad_batches=1))

@@ -156,6 +156,9 @@ def model_card(cfg: Any, dm: Any, module: Any, summary: dict, evaluation: dict |
         f"precision {trainer.get('precision')}, "
         f"accelerator {trainer.get('accelerator')} × {trainer.get('devices')}; seed {cfg.get('seed')}"
         + ("; fast_dev_run (a smoke test, not a trained model)" if trainer.get("fast_dev_run") else ""),
+        *([f"- distilled from the teacher `{module.distill.teacher}` (knowledge distillation on each augmented batch, "
+           f"weight {module.distill.weight}, temperature {module.distill.temperature}); the teacher is not part of this model"]
+          if module.distill.teacher else []),
         "",
         "## Results",
         *results_lines(summary, evaluation),
