@@ -182,7 +182,8 @@ class BloodCellModule(L.LightningModule):
         target = y
         if self.mixing_active() and x.shape[0] % 2 == 0:
             x, target = self.mixer(x, y)
-        teacher_logits = self._teacher.logits(x * self.std + self.mean) if self._teacher is not None else None  # same pixels
+        teaching = self._teacher is not None and self.distill.weight > 0  # weight 0: the task loss alone, no teacher pass
+        teacher_logits = self._teacher.logits(x * self.std + self.mean) if teaching else None  # the same (mixed) pixels
         if self.sam_rho:
             self._sam_inputs = (x, y, target, teacher_logits)
         logits = self.model(x)

@@ -88,6 +88,17 @@ def test_teacher_scores_the_students_mixed_batch_at_its_own_size_and_stays_froze
     assert not any(k.startswith("_teacher") or "teacher" in k for k in student.state_dict())  # not part of the student
 
 
+def test_weight_zero_is_the_task_loss_without_a_teacher_pass(compose_cfg):
+    torch.manual_seed(0)
+    student = small_module(compose_cfg, 24, distill={"teacher": "t.ckpt", "weight": 0.0, "temperature": 1.0})
+    student.attach_teacher(small_module(compose_cfg, 48), "t.ckpt")
+    student._teacher.network = Recorder(student._teacher.network)
+    x, y = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8), torch.arange(4)
+    loss = student.training_step((x, y), 0)
+    assert student._teacher.network.seen == []  # no wasted 192 px forward pass
+    assert torch.allclose(loss, F.cross_entropy(student.model(student.preprocess(x)), y), atol=1e-6)
+
+
 def test_teacher_must_share_classes_and_what_the_image_shows(compose_cfg):
     student = small_module(compose_cfg, 32, distill={"teacher": "t.ckpt", "weight": 1.0, "temperature": 1.0})
     other_classes = BloodCellModule(model=dict(compose_cfg(["model=small_cnn"]).model), optim=ADAM, classes=CLASSES[::-1], image_size=64)
