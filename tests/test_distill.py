@@ -65,12 +65,13 @@ def small_module(compose_cfg, image_size: int, **kwargs) -> BloodCellModule:
 def test_teacher_scores_the_students_mixed_batch_at_its_own_size_and_stays_frozen(compose_cfg):
     torch.manual_seed(0)
     teacher = small_module(compose_cfg, 48).eval()
-    bn_before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    teacher_net = teacher.model  # the network itself (the wrapper below records what it is fed)
+    bn_before = {k: v.clone() for k, v in teacher_net.state_dict().items()}
     mix = {"enabled": True, "mixup_alpha": 0.8, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.0, "mode": "batch",
            "label_smoothing": 0.0, "off_last_epochs": 0}
     student = small_module(compose_cfg, 24, mix=mix, distill={"teacher": "teacher.ckpt", "weight": 1.0, "temperature": 2.0})
     student.attach_teacher(teacher, "teacher.ckpt")
-    student._teacher.network = Recorder(student._teacher.network)
+    student._teacher.module.model = Recorder(student._teacher.module.model)
     student.model = Recorder(student.model)
     x, y = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8), torch.arange(4)
     loss = student.training_step((x, y), 0)
@@ -78,13 +79,13 @@ def test_teacher_scores_the_students_mixed_batch_at_its_own_size_and_stays_froze
     pixels = fed_student * student.std + student.mean  # the mixed batch as pixels
     assert not torch.allclose(pixels, x.float(), atol=1e-3)  # mixing happened before the teacher saw it
     expected_in = (F.interpolate(pixels, size=(48, 48), mode="bilinear", align_corners=False, antialias=True) - teacher.mean) / teacher.std
-    assert torch.allclose(student._teacher.network.seen[0], expected_in, atol=1e-4)  # same pixels, teacher's size and normalisation
+    assert torch.allclose(student._teacher.module.model.seen[0], expected_in, atol=1e-4)  # same pixels, teacher's size and normalisation
     with torch.no_grad():
-        want = distillation_loss(student.model.net(fed_student), teacher.model(expected_in), 2.0)
+        want = distillation_loss(student.model.net(fed_student), teacher_net(expected_in), 2.0)
     assert torch.allclose(loss, want, atol=1e-5)  # weight 1: the loss is the teacher's KL alone
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
-    assert all(torch.equal(v, bn_before[k]) for k, v in teacher.model.state_dict().items())  # eval mode: no BN update
+    assert all(torch.equal(v, bn_before[k]) for k, v in teacher_net.state_dict().items())  # eval mode: no BN update
     assert not any(k.startswith("_teacher") or "teacher" in k for k in student.state_dict())  # not part of the student
 
 
@@ -92,10 +93,10 @@ def test_weight_zero_is_the_task_loss_without_a_teacher_pass(compose_cfg):
     torch.manual_seed(0)
     student = small_module(compose_cfg, 24, distill={"teacher": "t.ckpt", "weight": 0.0, "temperature": 1.0})
     student.attach_teacher(small_module(compose_cfg, 48), "t.ckpt")
-    student._teacher.network = Recorder(student._teacher.network)
+    student._teacher.module.model = Recorder(student._teacher.module.model)
     x, y = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8), torch.arange(4)
     loss = student.training_step((x, y), 0)
-    assert student._teacher.network.seen == []  # no wasted 192 px forward pass
+    assert student._teacher.module.model.seen == []  # no wasted 192 px forward pass
     assert torch.allclose(loss, F.cross_entropy(student.model(student.preprocess(x)), y), atol=1e-6)
 
 

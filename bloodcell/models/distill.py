@@ -57,18 +57,15 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 class FrozenTeacher:
-    """A trained classifier in eval mode, fed the student's pixel batch at its own input size; never trained.
+    """A trained BloodCellModule in eval mode, fed the student's pixel batch at its own input size; never trained.
 
-    Deliberately not an nn.Module attribute of the student, so it stays out of the student's state_dict and optimiser.
+    Its own `preprocess` normalises the batch, so the teacher is fed exactly as evaluation feeds it. Deliberately not an
+    nn.Module attribute of the student, so it stays out of the student's state_dict and optimiser.
     """
 
-    def __init__(self, network: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor, image_size: int, channels_last: bool) -> None:
-        self.network = network.eval().requires_grad_(False)
-        self.mean, self.std = mean.view(1, 3, 1, 1).float(), std.view(1, 3, 1, 1).float()  # on the 0-255 scale
-        self.image_size = int(image_size)
-        self.channels_last = channels_last
-        if channels_last:
-            self.network = self.network.to(memory_format=torch.channels_last)
+    def __init__(self, module: Any) -> None:
+        self.module = module.eval().requires_grad_(False)
+        self.image_size = int(module.hparams.image_size)
 
     @classmethod
     def from_module(cls, teacher: Any, classes: list[str], preprocessing: Any, source: str) -> FrozenTeacher:
@@ -82,11 +79,10 @@ class FrozenTeacher:
             raise ConfigError(f"distill.teacher={source}: its preprocessing differs in {differs} "
                               f"({ {k: theirs.get(k) for k in differs} } vs this run's { {k: mine.get(k) for k in differs} }); the teacher "
                               "sees the student's pixels, so train the student with the teacher's data.preprocess settings.")
-        return cls(teacher.model, teacher.mean, teacher.std, int(teacher.hparams.image_size), bool(teacher.hparams.channels_last))
+        return cls(teacher)
 
     def to(self, device: torch.device | str) -> FrozenTeacher:
-        self.network = self.network.to(device)
-        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        self.module = self.module.to(device)
         return self
 
     @torch.no_grad()
@@ -95,7 +91,4 @@ class FrozenTeacher:
         x = pixels.float()
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.network(x).float()
+        return self.module.model(self.module.preprocess(x)).float()
