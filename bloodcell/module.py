@@ -19,6 +19,7 @@ from bloodcell.config import check_trusted_targets, require_keys, to_plain
 from bloodcell.data.datamodule import with_data_defaults
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import CheckpointError, ConfigError
+from bloodcell.models.consistency import ConsistencySettings, js_consistency, stack_views, views_as_batch
 from bloodcell.models.distill import DistillSettings, FrozenTeacher
 from bloodcell.models.finetune import FinetunePlan, split_model_cfg
 from bloodcell.models.mixstyle import attach_mixstyle
@@ -70,6 +71,7 @@ class BloodCellModule(L.LightningModule):
         batch_augment: dict | None = None,
         sam: dict | None = None,
         distill: dict | None = None,
+        consistency: dict | None = None,
     ) -> None:
         super().__init__()
         model, optim, loss, mix, data = (to_plain(c) for c in (model, optim, loss, mix, data))
@@ -77,7 +79,7 @@ class BloodCellModule(L.LightningModule):
             {"model": model, "optim": optim, "classes": list(classes), "image_size": int(image_size), "loss": loss or {},
              "mix": mix or {}, "class_weights": class_weights, "data": data or {}, "channels_last": channels_last,
              "batch_augment": to_plain(batch_augment), "sam": to_plain(sam) or {},
-             "distill": to_plain(distill) or {}}
+             "distill": to_plain(distill) or {}, "consistency": to_plain(consistency) or {}}
         )
         self.classes = list(classes)
         self.model = build_model_from_cfg(model, len(self.classes))
@@ -91,6 +93,8 @@ class BloodCellModule(L.LightningModule):
         self.mixer = self._build_mixer(mix or {})
         self.jsd_loss = self._build_jsd(jsd, weights)
         self.batch_augment = build_batch_augment(batch_augment)
+        self.consistency = ConsistencySettings.from_cfg(to_plain(consistency))  # clean vs batch-augmented view (FACT/AugMix)
+        self.consistency.check_fits(self.batch_augment is not None, self.jsd_loss is not None)
         # sharpness-aware minimisation (conf/train.yaml sam.rho; 0 = off): see optimizer_step
         self.sam_rho = float(require_keys(sam, ("rho",), "sam")["rho"]) if sam else 0.0
         if self.sam_rho < 0:
@@ -176,12 +180,15 @@ class BloodCellModule(L.LightningModule):
         x, y = batch
         if self.jsd_loss is not None:  # (clean, aug, aug) stacked on channels → one 3N batch
             x = torch.cat(x.split(3, dim=1))
-        if self.batch_augment is not None:  # on-device batch augmentation (batch_augment=...), training only
-            x = self.batch_augment(x)
-        x = self.preprocess(x)
+        if self.consistency.weight:  # each image twice: as loaded and batch-augmented, mixed alike below
+            x = stack_views(self.preprocess(x), self.preprocess(self.batch_augment(x)))
+        else:  # on-device batch augmentation (batch_augment=...), training only
+            x = self.preprocess(x if self.batch_augment is None else self.batch_augment(x))
         target = y
         if self.mixing_active() and x.shape[0] % 2 == 0:
             x, target = self.mixer(x, y)
+        if self.consistency.weight:
+            x, y, target = views_as_batch(x, y, target, self.hparams.channels_last)
         teaching = self._teacher is not None and self.distill.weight > 0  # weight 0: the task loss alone, no teacher pass
         teacher_logits = self._teacher.logits(x * self.std + self.mean) if teaching else None  # the same (mixed) pixels
         if self.sam_rho:
@@ -199,6 +206,8 @@ class BloodCellModule(L.LightningModule):
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None = None):
         loss = self.jsd_loss(logits, y) if self.jsd_loss is not None else self.loss_fn(logits, target)
+        if self.consistency.weight:  # logits: the clean views, then the augmented ones
+            loss = loss + self.consistency.weight * js_consistency(logits)
         return loss if teacher_logits is None else self.distill.combine(loss, logits, teacher_logits)
 
     def attach_teacher(self, teacher: Any, source: str) -> None:

@@ -64,6 +64,7 @@ def build_module(cfg: DictConfig, dm: BloodCellDataModule) -> BloodCellModule:
         batch_augment=cfg.get("batch_augment"),
         sam=cfg.get("sam"),
         distill=distill_settings(cfg.get("distill")),
+        consistency=cfg.get("consistency"),
     )
     compile_model(module, cfg.get("compile"))
     return module

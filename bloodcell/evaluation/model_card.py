@@ -159,6 +159,8 @@ def model_card(cfg: Any, dm: Any, module: Any, summary: dict, evaluation: dict |
         *([f"- distilled from the teacher `{module.distill.teacher}` (knowledge distillation on each augmented batch, "
            f"weight {module.distill.weight}, temperature {module.distill.temperature}); the teacher is not part of this model"]
           if module.distill.teacher else []),
+        *([f"- consistency between each image and its batch-augmented copy (Jensen-Shannon, weight {module.consistency.weight}; "
+           "both views trained on)"] if module.consistency.weight else []),
         "",
         "## Results",
         *results_lines(summary, evaluation),
