@@ -90,6 +90,10 @@ declare -A ROWS=(
   # experiment=robust distilled from a 192 px GPU model (TEACHER=<its .ckpt>, e.g. lite0_gpu_fourier_192 from
   # scripts/gpu/window.sh split_lite0): consistent teaching on the student's own augmented, mixed batch (Beyer et al. 2022)
   [fourier_kd]="batch_augment=fourier distill.teacher=${TEACHER:-}"
+  # experiment=robust with each image trained on twice per step, as loaded and Fourier-mixed (p=1 on that view, so the
+  # loss sees the recipe's half-and-half), and a Jensen-Shannon term asking the two views to agree (FACT/AugMix; weight
+  # 12, AugMix's): about twice the time per epoch
+  [fourier_consist]="batch_augment=fourier batch_augment.ops.0.p=1.0 consistency.weight=12"
 )
 declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs [fourier_fixres_192_2ep]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,
@@ -102,7 +106,7 @@ ORDER=(pipeline scale_cell context stain_aug mixstyle randconv fourier batch_pip
        stain_scale_mixstyle_cell randconv_cell randconv_fourier pipeline_webp pipeline_bicubic pipeline_box_webp
        reencode_webp fourier_reencode train_webp fourier_train_webp fourier_bicubic downsample_bicubic
        fourier_downsample_bicubic fourier_mix fourier_128 lite1_fourier fourier_epochs fourier_freeze_bn fourier_unfreeze_all fourier_192_2ep
-       fourier_fixres_192 fourier_fixres_192_2ep fourier_sam fourier_cell fourier_kd)
+       fourier_fixres_192 fourier_fixres_192_2ep fourier_sam fourier_cell fourier_kd fourier_consist)
 [ $# -gt 0 ] && ORDER=("$@")
 
 weight_ensemble() {  # weight_ensemble OUT_CKPT ckpts=[...] [more overrides]: skipped when OUT_CKPT exists
