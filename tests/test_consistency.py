@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from tests.test_distill import Recorder, small_module
 INVERT = {"ops": [{"_target_": "tests.test_consistency.Invert"}]}  # a batch augmentation whose effect is known exactly
 MIX = {"enabled": True, "mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5, "mode": "batch",
        "label_smoothing": 0.0, "off_last_epochs": 0}
+MIXUP_ONLY, CUTMIX_ONLY = {**MIX, "cutmix_alpha": 0.0}, {**MIX, "mixup_alpha": 0.0}  # each of timm's two mixing paths
 
 
 class Invert(torch.nn.Module):
@@ -62,18 +64,20 @@ def test_settings_off_by_default_and_refuse_what_cannot_work(compose_cfg):
 
 def test_both_views_are_fed_mixed_alike_and_the_loss_is_task_on_both_plus_js(compose_cfg):
     torch.manual_seed(0)
-    module = small_module(compose_cfg, 24, batch_augment=INVERT, mix=MIX, consistency={"weight": 3.0})
-    module.model = Recorder(module.model)
+    np.random.seed(0)  # timm's Mixup draws lambda and the box with numpy
     x, y = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8), torch.arange(4)
-    for _ in range(6):  # several draws: MixUp and CutMix (switch_prob 0.5) both occur
-        loss = module.training_step((x, y), 0)
-        fed = module.model.seen[-1]
-        assert fed.shape == (8, 3, 24, 24)  # the clean views, then the augmented ones
-        pixels = fed * module.std + module.mean
-        clean, augmented = pixels[:4], pixels[4:]
-        assert not torch.allclose(clean, x.float(), atol=1e-3)  # mixed
-        # the negative of the mixed clean view is the mixed negative: the same partner, lambda and box for both views
-        assert torch.allclose(augmented, 255.0 - clean, atol=1e-3)
+    for mix in (MIXUP_ONLY, CUTMIX_ONLY):
+        module = small_module(compose_cfg, 24, batch_augment=INVERT, mix=mix, consistency={"weight": 3.0})
+        module.model = Recorder(module.model)
+        for _ in range(3):  # fresh draws of lambda (and box)
+            module.training_step((x, y), 0)
+            fed = module.model.seen[-1]
+            assert fed.shape == (8, 3, 24, 24)  # the clean views, then the augmented ones
+            pixels = fed * module.std + module.mean
+            clean, augmented = pixels[:4], pixels[4:]
+            assert not torch.allclose(clean, x.float(), atol=1e-3)  # mixed
+            # the negative of the mixed clean view is the mixed negative: the same partner, lambda and box for both views
+            assert torch.allclose(augmented, 255.0 - clean, atol=1e-3)
     module.mixer = None  # hard labels: the loss can be written out
     loss = module.training_step((x, y), 0)
     logits = module.model.net(module.model.seen[-1])
