@@ -206,9 +206,10 @@ class BloodCellModule(L.LightningModule):
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None = None):
         loss = self.jsd_loss(logits, y) if self.jsd_loss is not None else self.loss_fn(logits, target)
-        if self.consistency.weight:  # logits: the clean views, then the augmented ones
+        loss = loss if teacher_logits is None else self.distill.combine(loss, logits, teacher_logits)
+        if self.consistency.weight:  # a term of its own (kept at distill.weight=1); logits: clean views, then augmented
             loss = loss + self.consistency.weight * js_consistency(logits)
-        return loss if teacher_logits is None else self.distill.combine(loss, logits, teacher_logits)
+        return loss
 
     def attach_teacher(self, teacher: Any, source: str) -> None:
         """distill.teacher's loaded module (training.py loads it): checked, frozen, kept outside this model's state_dict."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from bloodcell.checkpoint import load_module
 from bloodcell.errors import ConfigError
 from bloodcell.models.consistency import ConsistencySettings, js_consistency
+from bloodcell.models.distill import distillation_loss
 from bloodcell.training import train
 from tests.conftest import FAST
 from tests.test_distill import Recorder, small_module
@@ -87,6 +88,22 @@ def test_both_views_are_fed_mixed_alike_and_the_loss_is_task_on_both_plus_js(com
     off.model = Recorder(off.model)
     off.training_step((x, y), 0)
     assert off.model.seen[-1].shape[0] == 4  # weight 0: one view, as before
+
+
+def test_consistency_term_stays_when_distilling_from_the_teacher_alone(compose_cfg):
+    """distill.weight=1 replaces the task loss by the teacher's; the views' agreement is a separate term and stays."""
+    torch.manual_seed(0)
+    teacher = small_module(compose_cfg, 24).eval()
+    student = small_module(compose_cfg, 24, batch_augment=INVERT, consistency={"weight": 3.0},
+                           distill={"teacher": "teacher.ckpt", "weight": 1.0, "temperature": 1.0})
+    student.attach_teacher(teacher, "teacher.ckpt")
+    student.model = Recorder(student.model)
+    x, y = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8), torch.arange(4)
+    loss = student.training_step((x, y), 0)
+    fed = student.model.seen[-1]
+    logits, teacher_logits = student.model.net(fed), teacher.model(fed)
+    expected = distillation_loss(logits, teacher_logits) + 3.0 * js_consistency(logits)
+    assert torch.allclose(loss, expected, atol=1e-5)
 
 
 def test_consistency_run_from_the_real_config(compose_cfg, tmp_path):
