@@ -12,6 +12,11 @@
     python scripts/crosslab_diagnostics.py probe BACKBONE:WEIGHT_SOURCE [--folder DIR] [--train-root DIR]
         linear probe on the frozen ImageNet backbone (no fine-tuning at all): does fine-tuning on PBC cost transfer?
 
+    python scripts/crosslab_diagnostics.py amplitude CKPT ... [--lam 0.5]
+        test-time transfer of each image's amplitude spectrum towards training images' (FDA, Yang & Soatto 2020, run
+        target → source): 8 views, each mixing the image's amplitude with that of one training-split image per class
+        (seed 0) at λ, own phase kept; probabilities averaged. Scored on the checkpoint's clean test split and the folder
+
 Each prints one line per setting (accuracy, macro recall over the classes present, right per class) and, with
 --json F, appends its results to F. Evaluation-only folders stay evaluation-only: nothing here trains on them.
 """
@@ -181,6 +186,59 @@ def run_probe(args: argparse.Namespace) -> list[dict]:
             summary(f"{backbone} frozen, {Path(args.folder).name}", p_cross, cross_labels)]
 
 
+def source_amplitudes(train_images: np.ndarray, train_labels: np.ndarray, seed: int = 0) -> torch.Tensor:
+    """Amplitude spectra (C×3×S×S) of one training image per class, drawn with `seed`: every class's style, equally."""
+    from bloodcell.evaluation.explain import to_batch
+
+    rng = np.random.default_rng(seed)
+    pick = [int(rng.choice(np.flatnonzero(train_labels == c))) for c in np.unique(train_labels)]
+    return torch.fft.fft2(to_batch(train_images[pick]).float() / 255).abs()
+
+
+@torch.inference_mode()
+def amplitude_probs(module: torch.nn.Module, images: np.ndarray, sources: torch.Tensor | None, lam: float,
+                    batch_size: int = 128) -> np.ndarray:
+    """Probabilities of N×S×S×3 uint8 images as they are (sources None), or averaged over one view per source amplitude."""
+    from bloodcell.augment.domain import mix_amplitude
+    from bloodcell.evaluation.explain import to_batch
+
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_batch(images[i : i + batch_size])
+        if sources is None:
+            out.append(module(x).float().softmax(-1))
+            continue
+        spec = torch.fft.fft2(x.float() / 255)
+        views = [(mix_amplitude(spec, amp.expand_as(spec), lam) * 255).round().to(torch.uint8) for amp in sources]
+        out.append(torch.stack([module(v).float().softmax(-1) for v in views]).mean(0))
+    return torch.cat(out).numpy()
+
+
+def run_amplitude(args: argparse.Namespace) -> list[dict]:
+    from hydra import compose, initialize_config_dir
+
+    from bloodcell.evaluation.explain import prepare
+    from bloodcell.evaluation.inference import datamodule_for, load_members
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+        data_cfg = compose("evaluate", overrides=["data=pbc128", "ckpt=x"]).data  # the checkpoints' own source and split
+    cross_images, cross_labels = labelled_images(Path(args.folder))
+    out = []
+    for ckpt in args.ckpts:
+        member = load_members([ckpt])[0]
+        module = member.module.eval()
+        dm, _ = datamodule_for(module, data_cfg, {})
+        train, test = dm.splits["train"], dm.splits["test"]
+        sources = source_amplitudes(train.images(), train.labels)
+        name = Path(ckpt).stem if Path(ckpt).parent.name != "checkpoints" else Path(ckpt).parts[-3]
+        for set_name, images, labels in (("clean test", test.images(), test.labels),
+                                         (Path(args.folder).name, prepare([member], cross_images), cross_labels)):
+            for label, src in (("as is", None), (f"amplitude λ={args.lam:g}", sources)):
+                out.append(summary(f"{name} {set_name} {label}", amplitude_probs(module, images, src, args.lam), labels)
+                           | {"checkpoint": ckpt, "set": set_name})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -195,12 +253,15 @@ def main() -> None:
     probe = sub.add_parser("probe")
     probe.add_argument("backbone", help="timm name:offline weight source, e.g. tf_efficientnet_lite0:efficientnet_lite0_pypi")
     probe.add_argument("--image-size", type=int, default=96)
-    for p in (zoom, em, prior, probe):
+    amplitude = sub.add_parser("amplitude")
+    amplitude.add_argument("ckpts", nargs="+")
+    amplitude.add_argument("--lam", type=float, default=0.5, help="0.5 = the mean of batch_augment=fourier's λ ~ U(0, 1); fixed a priori")
+    for p in (zoom, em, prior, probe, amplitude):
         p.add_argument("--folder", default=str(DEFAULT_FOLDER))
         p.add_argument("--train-root", default=str(DEFAULT_TRAIN))
         p.add_argument("--json", help="append the results to this JSON file")
     args = parser.parse_args()
-    results = {"zoom": run_zoom, "em": run_em, "prior": run_prior, "probe": run_probe}[args.what](args)
+    results = {"zoom": run_zoom, "em": run_em, "prior": run_prior, "probe": run_probe, "amplitude": run_amplitude}[args.what](args)
     if args.json:
         path = Path(args.json)
         saved = json.loads(path.read_text()) if path.is_file() else {}

@@ -86,6 +86,8 @@ ROWS = {
     "fourier_cell": "`batch_augment=fourier data.preprocess.scale=cell` (Fourier mixing + the magnification normaliser)",
     "fourier_kd": "`batch_augment=fourier distill.teacher=` `lite0_gpu_fourier_192` (distilled from the 192 px H100 model, weight 1, T 1)",
     "fourier_consist": "`batch_augment=fourier` on a second view of each image (p 1) + `consistency.weight=12` (JS between the views)",
+    "fourier_low": "`batch_augment=fourier batch_augment.ops.0.frequencies=low` (only ≤ 0.09 cycles/pixel mixed: colour, shading)",
+    "fourier_high": "`batch_augment=fourier batch_augment.ops.0.frequencies=high` (only > 0.09 cycles/pixel: texture, sharpness)",
     "gpu_best": "H100: `experiment=gpu_best` (Lite2, 96 → 192 px, batch pipeline, CutMix/MixUp, 30 epochs)",
     "gpu_best_fourier": "H100: `experiment=gpu_best batch_augment=pipeline_fourier` (+ Fourier mixing on the GPU)",
     "gpu_best_fourier_s7": "the same, seed 7",

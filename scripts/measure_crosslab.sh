@@ -94,6 +94,10 @@ declare -A ROWS=(
   # loss sees the recipe's half-and-half), and a Jensen-Shannon term asking the two views to agree (FACT/AugMix; weight
   # 12, AugMix's): about twice the time per epoch
   [fourier_consist]="batch_augment=fourier batch_augment.ops.0.p=1.0 consistency.weight=12"
+  # experiment=robust with the amplitude mix limited to one band (cutoff 0.09 cycles/pixel, FDA's largest beta): low =
+  # colour, illumination, cell-scale shading; high = texture, chromatin, sharpness. Which band carries the recipe's gain?
+  [fourier_low]="batch_augment=fourier batch_augment.ops.0.frequencies=low"
+  [fourier_high]="batch_augment=fourier batch_augment.ops.0.frequencies=high"
 )
 declare -A INIT_FROM=([fourier_fixres_192]=fourier_epochs [fourier_fixres_192_2ep]=fourier_epochs)   # second-stage rows: start from this row's scored checkpoint
 # rows trained from a resized/re-encoded copy of pbc128 (scripts/resized_copy.py's arguments; the copy goes to OUT/copy_ROW,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -70,6 +71,46 @@ def test_class_prior_counts_canonical_folders(diag, tmp_path):
     assert prior[diag.CLASS_NAMES.index("lymphocyte")] == pytest.approx(0.75)
     assert prior[diag.CLASS_NAMES.index("neutrophil")] == pytest.approx(0.25)
     assert prior.sum() == pytest.approx(1.0)
+
+
+def test_source_amplitudes_take_one_seeded_image_per_class(diag):
+    """The amplitude bank of the amplitude TTA: one training image per class, the same draw for the same seed."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(30, 8, 8, 3), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2], 10)
+    bank = diag.source_amplitudes(images, labels, seed=0)
+    assert bank.shape == (3, 3, 8, 8)
+    assert torch.equal(bank, diag.source_amplitudes(images, labels, seed=0))
+    for c in range(3):  # each row is the spectrum of an image of class c
+        spectra = torch.fft.fft2(torch.from_numpy(images[labels == c]).permute(0, 3, 1, 2).float() / 255).abs()
+        assert any(torch.allclose(bank[c], s) for s in spectra)
+
+
+def test_amplitude_probs_average_the_views(diag):
+    """No bank: the model's probabilities; λ = 0: every view is the image (up to rounding); λ = 1 with a bank of one
+    flat grey image: the view keeps only the mean colour, so the probabilities are those of that view."""
+    class MeanColour(torch.nn.Module):  # logits from the mean colour: sensitive to what the views change
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.float().mean((2, 3)) / 255
+            return torch.cat([m, -m.sum(1, keepdim=True)], 1) * 10
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(60, 200, size=(5, 8, 8, 3), dtype=np.uint8)
+    net = MeanColour()
+    plain = diag.amplitude_probs(net, images, None, 0.5, batch_size=2)
+    expected = net(torch.from_numpy(images).permute(0, 3, 1, 2)).softmax(-1).numpy()
+    assert np.allclose(plain, expected, atol=1e-6)
+    bank = torch.fft.fft2(torch.rand(2, 3, 8, 8)).abs()
+    assert np.allclose(diag.amplitude_probs(net, images, bank, 0.0, batch_size=2), plain, atol=1e-3)
+    grey = torch.fft.fft2(torch.full((1, 3, 8, 8), 0.5)).abs()  # amplitude only at frequency 0
+    flat = diag.amplitude_probs(net, images, grey, 1.0, batch_size=2)
+    assert not np.allclose(flat, plain, atol=1e-3)  # λ = 1 replaced each image's spectrum: a different view
+    assert np.allclose(flat, flat[0], atol=1e-6)  # every image became the same flat image up to its phase at frequency 0
+    reddish, bluish = (torch.fft.fft2(torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 8, 8)).abs()
+                       for rgb in ((0.8, 0.5, 0.2), (0.2, 0.5, 0.8)))  # two flat colours: two different views
+    p_red, p_blue = (diag.amplitude_probs(net, images, b, 1.0) for b in (reddish, bluish))
+    assert not np.allclose(p_red, p_blue, atol=1e-2)
+    assert np.allclose(diag.amplitude_probs(net, images, torch.cat([reddish, bluish]), 1.0), (p_red + p_blue) / 2, atol=1e-6)
 
 
 def test_crosslab_table_means_over_seeds(table):

@@ -11,7 +11,7 @@ import torch
 
 from bloodcell.augment import build_train_transform
 from bloodcell.augment.colour import ChannelMix, RandStainNA, lab_statistics
-from bloodcell.augment.domain import FourierAmplitudeMix, RandConv
+from bloodcell.augment.domain import FourierAmplitudeMix, RandConv, frequency_band, mix_amplitude
 from bloodcell.augment.gpu import build_batch_augment
 from bloodcell.checkpoint import load_module
 from bloodcell.config import compose
@@ -128,6 +128,50 @@ def test_domain_ops_identity_when_off_and_float_input():
     xf = x.float() / 255
     out = RandConv(p=1.0)(xf)
     assert out.dtype == torch.float32 and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+def test_mix_amplitude_keeps_the_phase_and_takes_the_mixed_amplitude():
+    """λ = 1: the other image's amplitude with this image's phase; λ = 0: the image itself (shared by training and TTA)."""
+    torch.manual_seed(0)
+    a, b = 0.5 + 0.05 * torch.randn(2, 3, 16, 16), 0.5 + 0.1 * torch.randn(2, 3, 16, 16)  # mid-grey: nothing clamped
+    spec_a, amp_b = torch.fft.fft2(a), torch.fft.fft2(b).abs()
+    assert torch.allclose(mix_amplitude(spec_a, amp_b, 0.0), a, atol=1e-5)
+    out = torch.fft.fft2(mix_amplitude(spec_a, amp_b, 1.0))
+    assert torch.allclose(out.abs(), amp_b, atol=1e-3)
+    strong = amp_b > 1e-2  # phase is defined where there is amplitude
+    assert torch.allclose(torch.polar(torch.ones_like(out.abs()), out.angle())[strong],
+                          torch.polar(torch.ones_like(out.abs()), spec_a.angle())[strong], atol=1e-3)
+    half = torch.fft.fft2(mix_amplitude(spec_a, amp_b, 0.5)).abs()
+    assert torch.allclose(half, 0.5 * spec_a.abs() + 0.5 * amp_b, atol=1e-3)
+
+
+@pytest.mark.parametrize("band", ["low", "high"])
+def test_fourier_band_mixes_one_band_and_leaves_the_other(band):
+    """frequencies=low moves only FDA's centred square of low frequencies (colour, shading), high only the rest (texture,
+    sharpness); the untouched band keeps each image's own amplitude, and every phase is kept."""
+    torch.manual_seed(0)
+    x = 0.5 + 0.05 * torch.randn(6, 3, 32, 32)  # float, mid-grey: nothing clamped, so the spectra can be compared exactly
+    mask = frequency_band(32, 32, band, 0.09).bool()
+    assert int(frequency_band(96, 96, "low", 0.09).sum()) == 17 * 17  # |k| ≤ 8 of 96 in both axes, the mean colour included
+    out = FourierAmplitudeMix(p=1.0, frequencies=band)(x)
+    before, after = torch.fft.fft2(x), torch.fft.fft2(out)
+    assert torch.allclose(after.abs()[..., ~mask], before.abs()[..., ~mask], atol=1e-3)  # the other band untouched
+    assert (after.abs()[..., mask] - before.abs()[..., mask]).abs().max() > 0.05  # this band mixed
+    if band == "high":  # the mean colour is a low frequency: high-band mixing keeps it exactly
+        assert torch.allclose(out.mean((2, 3)), x.mean((2, 3)), atol=1e-5)
+    unit = lambda z: z / z.abs().clamp_min(1e-8)  # noqa: E731 - the phase as a unit complex number
+    strong = (before.abs() > 1e-2) & (after.abs() > 1e-2)
+    assert torch.allclose(unit(after)[strong], unit(before)[strong], atol=1e-3)
+
+
+def test_fourier_band_from_the_config_and_its_refusal():
+    ops = build_batch_augment(compose("train", ["batch_augment=fourier", "batch_augment.ops.0.frequencies=high",
+                                                "paths.output_dir=/tmp"]).batch_augment)
+    (op,) = [m for m in ops.modules() if isinstance(m, FourierAmplitudeMix)]
+    assert (op.frequencies, op.cutoff) == ("high", 0.09)
+    with pytest.raises(ConfigError, match=r"frequencies='mid': use one of \('all', 'low', 'high'\)"):
+        build_batch_augment(compose("train", ["batch_augment=fourier", "batch_augment.ops.0.frequencies=mid",
+                                              "paths.output_dir=/tmp"]).batch_augment)
 
 
 def test_mixstyle_mixes_statistics_in_training_only():

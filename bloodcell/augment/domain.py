@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bloodcell.errors import ConfigError
+
 
 def _float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
@@ -49,14 +51,34 @@ class RandConv(nn.Module):
         return torch.where(sel, _back(y.clamp(0, 1), x), x)
 
 
+FREQUENCY_BANDS = ("all", "low", "high")
+
+
+def frequency_band(h: int, w: int, band: str, cutoff: float, device: torch.device | None = None) -> torch.Tensor:
+    """H×W mask (1 = mixed) of the FFT frequencies in `band`: "low" = max(|fx|, |fy|) ≤ cutoff cycles per pixel
+    (FDA's centred square, Yang & Soatto 2020; the mean colour included), "high" = the rest, "all" = every one."""
+    if band not in FREQUENCY_BANDS:
+        raise ConfigError(f"frequencies={band!r}: use one of {FREQUENCY_BANDS} (cutoff sets the low band's edge)")
+    if band == "all":
+        return torch.ones(h, w, device=device)
+    radius = torch.maximum(torch.fft.fftfreq(h, device=device).abs().view(h, 1), torch.fft.fftfreq(w, device=device).abs().view(1, w))
+    low = (radius <= cutoff).float()
+    return low if band == "low" else 1 - low
+
+
 class FourierAmplitudeMix(nn.Module):
     """Amplitude mix (FACT, Xu et al., CVPR 2021): the amplitude spectrum of each selected image is
     mixed with that of another image of the batch, Â = (1−λ)A + λA′ with λ ~ U(0, eta), while the phase
-    (which carries shape) is kept. Transfers colour, contrast and texture style between images."""
+    (which carries shape) is kept. Transfers colour, contrast and texture style between images.
 
-    def __init__(self, eta: float = 1.0, p: float = 0.5) -> None:
+    `frequencies` limits the mix to one band (`cutoff` in cycles per pixel): "low" moves colour, illumination and
+    cell-scale shading only, "high" texture, chromatin and sharpness only; "all" (FACT) both.
+    """
+
+    def __init__(self, eta: float = 1.0, p: float = 0.5, frequencies: str = "all", cutoff: float = 0.09) -> None:
         super().__init__()
-        self.eta, self.p = float(eta), float(p)
+        self.eta, self.p, self.frequencies, self.cutoff = float(eta), float(p), str(frequencies), float(cutoff)
+        frequency_band(2, 2, self.frequencies, self.cutoff)  # a misspelt band fails when the op is built, not mid-epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -64,9 +86,19 @@ class FourierAmplitudeMix(nn.Module):
             return x
         sel = (torch.rand(n, device=x.device) < self.p).view(n, 1, 1, 1)
         spec = torch.fft.fft2(_float(x))
-        amp, phase = spec.abs(), spec.angle()
         perm = torch.randperm(n, device=x.device)
         lam = torch.rand(n, 1, 1, 1, device=x.device) * self.eta
-        amp = (1 - lam) * amp + lam * amp[perm]
-        out = torch.fft.ifft2(torch.polar(amp, phase)).real.clamp(0, 1)
+        if self.frequencies != "all":  # the full-spectrum path keeps its old arithmetic exactly
+            lam = lam * frequency_band(*x.shape[-2:], self.frequencies, self.cutoff, x.device)
+        out = mix_amplitude(spec, spec.abs()[perm], lam)
         return torch.where(sel, _back(out, x), x)  # unselected images stay bit-exact (no FFT round trip), no sync
+
+
+def mix_amplitude(spec: torch.Tensor, other_amplitude: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
+    """The image (float, [0, 1]) with `spec`'s phase and the amplitude (1−λ)|spec| + λ·other_amplitude.
+
+    Shared by the training op above and by test-time transfer towards training images' amplitude
+    (scripts/crosslab_diagnostics.py amplitude), so both mean exactly the same mix.
+    """
+    amplitude = (1 - lam) * spec.abs() + lam * other_amplitude
+    return torch.fft.ifft2(torch.polar(amplitude, spec.angle())).real.clamp(0, 1)
