@@ -99,7 +99,7 @@ ROWS = {
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
          "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*",  # see the docs' footnotes
          "train_webp_s7": "§", "fourier_train_webp": "*", "fourier_fixres_192": "*", "fourier_fixres_192_2ep": "*",
-         "fourier_sam": "*", "fourier_cell": "*", "fourier_kd": "*",
+         "fourier_sam": "*", "fourier_cell": "*", "fourier_kd": "*", "fourier_low": "*", "fourier_high": "*",
          "randconv": "†", "randconv_tta_scales": "†",
          "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡", "gpu_best": "‡",
          "gpu_best_fourier": "‡", "gpu_best_fourier_s7": "‡", "gpu_best_s7": "‡", "gpu_best_fourier_96": "‡",
