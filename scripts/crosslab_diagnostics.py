@@ -15,7 +15,8 @@
     python scripts/crosslab_diagnostics.py amplitude CKPT ... [--lam 0.5]
         test-time transfer of each image's amplitude spectrum towards training images' (FDA, Yang & Soatto 2020, run
         target → source): 8 views, each mixing the image's amplitude with that of one training-split image per class
-        (seed 0) at λ, own phase kept; probabilities averaged. Scored on the checkpoint's clean test split and the folder
+        (seed 0) at λ, own phase kept; probabilities averaged. Scored on pbc128's test split (at each checkpoint's own
+        preprocessing; the checkpoints must have been trained on pbc128, whose train split gives the amplitudes) and the folder.
 
 Each prints one line per setting (accuracy, macro recall over the classes present, right per class) and, with
 --json F, appends its results to F. Evaluation-only folders stay evaluation-only: nothing here trains on them.
