@@ -95,6 +95,8 @@ ROWS = {
     "gpu_best_s7": "H100: `experiment=gpu_best` as it was (`batch_augment=pipeline`), seed 7",
     "gpu_best_fourier_96": "H100: `gpu_best_fourier` at 96 px (Lite2, `data.image_size=96`; side by side with the next)",
     "lite0_gpu_fourier_192": "H100: `gpu_best_fourier` on Lite0 at 192 px (`model=effnet_lite0`)",
+    "lite0_gpu_fourier_192_s7": "H200: the same, seed 7 (side by side with the next)",
+    "lite0_gpu_fourier_256_s7": "H200: the same at 256 px (`data.image_size=256`), seed 7",
 }
 NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "*", "pipeline_webp_s7": "*",
          "pipeline_bicubic": "*", "pipeline_box_webp": "*", "train_webp": "*",  # see the docs' footnotes
@@ -103,7 +105,7 @@ NOTES = {"pipeline": "*", "tta_scales": "*", "reinhard": "*", "pipeline_webp": "
          "randconv": "†", "randconv_tta_scales": "†",
          "gpu_cpu_pipeline": "‡", "gpu_batch_pipeline": "‡", "gpu_robust": "‡", "gpu_best": "‡",
          "gpu_best_fourier": "‡", "gpu_best_fourier_s7": "‡", "gpu_best_s7": "‡", "gpu_best_fourier_96": "‡",
-         "lite0_gpu_fourier_192": "‡"}
+         "lite0_gpu_fourier_192": "‡", "lite0_gpu_fourier_192_s7": "‡", "lite0_gpu_fourier_256_s7": "‡"}
 
 
 SEED_SUFFIX = re.compile(r"_s(\d+)$")  # NAME = seed 42, NAME_s7 = seed 7, ...
