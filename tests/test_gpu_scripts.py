@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,3 +38,22 @@ def test_packed_checkpoint_parts_reassemble_to_what_evaluation_needs(tmp_path):
     back = torch.load(tmp_path / "whole.ckpt", weights_only=True)
     assert set(back) == {"epoch", "state_dict", "hyper_parameters", "bloodcell"}  # no optimizer state, no raw weights
     torch.testing.assert_close(back["state_dict"]["w"], ckpt["state_dict"]["w"])
+
+
+def test_also_last_packs_the_runs_last_checkpoint_beside_the_kept_one(tmp_path):
+    """PACK_LAST=1 (window.sh → --also-last): the run's last.ckpt comes back as NAME_last.ckpt.part*, not the kept one again."""
+    script = _script("pack_checkpoint")
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name, epoch in (("best-epoch014.ckpt", 14), ("last.ckpt", 29)):
+        torch.save({"epoch": epoch, "state_dict": {"w": torch.full((4,), float(epoch))}, "hyper_parameters": {}}, ckpts / name)
+    out = tmp_path / "out" / "lite0.ckpt"
+    out.parent.mkdir()
+    assert script.last_name(out) == tmp_path / "out" / "lite0_last.ckpt"
+    script.pack(script.last_beside(ckpts / "best-epoch014.ckpt"), script.last_name(out))
+    back = torch.load(tmp_path / "out" / "lite0_last.ckpt.part0", weights_only=True)
+    assert back["epoch"] == 29 and back["state_dict"]["w"][0] == 29
+    (ckpts / "last.ckpt").unlink()
+    with pytest.raises(SystemExit, match="last.ckpt"):
+        script.last_beside(ckpts / "best-epoch014.ckpt")
+    assert '[ "${PACK_LAST:-0}" = 1 ] && ALSO_LAST=(--also-last)' in (ROOT / "scripts" / "gpu" / "window.sh").read_text()

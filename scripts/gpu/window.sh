@@ -24,6 +24,9 @@
 # MAX_TIME=HH:MM:SS caps the fit of each gpu_best-family training (gpu_best, gpu_best_fourier, split_*; Lightning's
 # max_time: it stops between steps and keeps its checkpoints), so side-by-side runs that go slower than planned still
 # bring back a model before the call's deadline. Unset: gpu_best's own max_time (8 min).
+# PACK_LAST=1 also brings back each packed run's last.ckpt (NAME_last.ckpt.part*): the kept checkpoint is the best
+# validation balanced accuracy, which can predate gpu_best's clean last epochs (docs/results/crosslab/README.md, fifteenth
+# stop). A call brings back at most 8 files: 2 checkpoints of 2 parts + 3 result files, so one training per call.
 # NODE_EVAL=0 skips the node's test-split evaluation and cross-lab scoring (evaluate=false, no crosslab): the
 # checkpoint comes back and is scored here on the 128 px originals anyway, and it saves ~40 s of a 15-minute budget.
 # Arguments pick steps (default: all): `bash scripts/gpu/window.sh pipeline syncs gpu_best` runs only those, in the
@@ -70,10 +73,11 @@ train_run() {  # train_run NAME overrides...: a run folder in $W, its summary an
   cp "$W/$name/logs/metrics.csv" "$LOGS/${name}_metrics.csv" 2>/dev/null || true
   cp "$W/$name/eval/crosslab.json" "$LOGS/${name}_crosslab.json" 2>/dev/null || true
 }
-pack_run() {  # pack_run NAME: the best checkpoint in parts in $OUT
+ALSO_LAST=(); [ "${PACK_LAST:-0}" = 1 ] && ALSO_LAST=(--also-last)
+pack_run() {  # pack_run NAME: the best checkpoint in parts in $OUT (PACK_LAST=1: its last.ckpt too, as NAME_last.ckpt.part*)
   local ckpt
   ckpt=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "$W/$1/summary.json" 2>/dev/null) &&
-    python3 scripts/gpu/pack_checkpoint.py "$ckpt" "$OUT/$1.ckpt" >> "$LOGS/pack.log" 2>&1 || echo "$1: no checkpoint" >> "$LOGS/pack.log"
+    python3 scripts/gpu/pack_checkpoint.py "$ckpt" "$OUT/$1.ckpt" "${ALSO_LAST[@]}" >> "$LOGS/pack.log" 2>&1 || echo "$1: no checkpoint" >> "$LOGS/pack.log"
 }
 finish() { tar -czf "$OUT/results.tar.gz" -C "$W" logs; echo "== packed $(date +%T) ($(( $(date +%s) - t0 )) s)"; }
 trap finish EXIT
