@@ -77,7 +77,7 @@ ALSO_LAST=(); [ "${PACK_LAST:-0}" = 1 ] && ALSO_LAST=(--also-last)
 pack_run() {  # pack_run NAME: the best checkpoint in parts in $OUT (PACK_LAST=1: its last.ckpt too, as NAME_last.ckpt.part*)
   local ckpt
   ckpt=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "$W/$1/summary.json" 2>/dev/null) &&
-    python3 scripts/gpu/pack_checkpoint.py "$ckpt" "$OUT/$1.ckpt" "${ALSO_LAST[@]}" >> "$LOGS/pack.log" 2>&1 || echo "$1: no checkpoint" >> "$LOGS/pack.log"
+    python3 scripts/gpu/pack_checkpoint.py "$ckpt" "$OUT/$1.ckpt" "${ALSO_LAST[@]}" >> "$LOGS/pack.log" 2>&1 || echo "$1: no checkpoint, or packing failed (above)" >> "$LOGS/pack.log"
 }
 finish() { tar -czf "$OUT/results.tar.gz" -C "$W" logs; echo "== packed $(date +%T) ($(( $(date +%s) - t0 )) s)"; }
 trap finish EXIT
